@@ -1,0 +1,153 @@
+//! Configuration: the defaults, and reading them from the environment.
+//!
+//! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000) and `MAX_CLIENTS` (10000). Tests build a
+//! [`Config`] directly, with short periods, so they never wait through real seconds.
+
+use std::env::VarError;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where `main` binds. The server itself takes an already bound listener.
+    pub addr: SocketAddr,
+    /// How often the ticker sends the server time.
+    pub tick: Duration,
+    /// A comment goes out after this long with nothing sent (the spec suggests about 15 s).
+    pub heartbeat: Duration,
+    /// The most `/events` streams open at once; one more gets `503`.
+    pub max_clients: usize,
+    /// Sent as `retry:` at the start of every stream: the browser's reconnection delay.
+    pub retry: Duration,
+    /// A request head must be complete this soon after the connection opens.
+    pub head_timeout: Duration,
+    /// The folder served at `/`.
+    pub public_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            tick: Duration::from_millis(1000),
+            heartbeat: Duration::from_secs(15),
+            max_clients: 10_000,
+            retry: Duration::from_millis(3000),
+            head_timeout: Duration::from_secs(10),
+            // Found wherever `cargo run` is started from.
+            public_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/public")),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `PORT`, `HOST`, `TICK_MS` and `MAX_CLIENTS` through `var` (`std::env::var` in
+    /// `main`). The error is one line that names the variable.
+    pub fn from_env(var: impl Fn(&str) -> Result<String, VarError>) -> Result<Config, String> {
+        let get = |name: &str| match var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(VarError::NotPresent) => Ok(None),
+            Err(VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+        };
+        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, String> {
+            let Some(text) = get(name)? else {
+                return Ok(default);
+            };
+            match text.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "{name}={text:?} is invalid: expected a whole number from {min} to {max}"
+                )),
+            }
+        };
+        let port = number("PORT", 3000, 0, 65_535)? as u16;
+        let host = get("HOST")?.unwrap_or_else(|| String::from("127.0.0.1"));
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                format!(
+                    "HOST={host:?} is invalid: expected an IP address or a host name that resolves"
+                )
+            })?;
+        Ok(Config {
+            addr,
+            tick: Duration::from_millis(number("TICK_MS", 1000, 1, 86_400_000)?),
+            max_clients: number("MAX_CLIENTS", 10_000, 1, 1_000_000)? as usize,
+            ..Config::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, String> {
+        Config::from_env(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .ok_or(VarError::NotPresent)
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let config = from(&[]).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(config.tick, Duration::from_secs(1));
+        assert_eq!(config.max_clients, 10_000);
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let config = from(&[
+            ("PORT", "8080"),
+            ("HOST", "::1"),
+            ("TICK_MS", "250"),
+            ("MAX_CLIENTS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(config.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(config.tick, Duration::from_millis(250));
+        assert_eq!(config.max_clients, 5);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert_eq!(
+            from(&[("PORT", "http")]).unwrap_err(),
+            r#"PORT="http" is invalid: expected a whole number from 0 to 65535"#
+        );
+        assert!(from(&[("PORT", "70000")]).unwrap_err().starts_with("PORT="));
+        assert!(
+            from(&[("TICK_MS", "0")])
+                .unwrap_err()
+                .starts_with("TICK_MS=")
+        );
+        assert!(
+            from(&[("TICK_MS", "-5")])
+                .unwrap_err()
+                .starts_with("TICK_MS=")
+        );
+        assert!(
+            from(&[("MAX_CLIENTS", "")])
+                .unwrap_err()
+                .starts_with("MAX_CLIENTS=")
+        );
+        assert!(
+            from(&[("HOST", "not a host")])
+                .unwrap_err()
+                .starts_with("HOST=")
+        );
+    }
+
+    #[test]
+    fn non_unicode_value_is_an_error() {
+        let err = Config::from_env(|_| Err(VarError::NotUnicode("x".into()))).unwrap_err();
+        assert_eq!(err, "PORT is not valid UTF-8");
+    }
+}

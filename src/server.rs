@@ -1,0 +1,231 @@
+//! The server: accept connections, give each its own thread, read its request and route it.
+//!
+//! Start with [`stream_events`]: it is the whole Server-Sent Events handshake, step by step. The
+//! rest is plain HTTP: the page from `public/` and `POST /publish`.
+
+use crate::clients::ClientList;
+use crate::config::Config;
+use crate::http::{self, HttpError, Request, Response};
+use crate::{event, static_files, ticker};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The largest body `POST /publish` takes: 64 KiB.
+pub const MAX_PUBLISH: u64 = 64 * 1024;
+
+/// What every connection thread shares.
+struct App {
+    config: Config,
+    clients: ClientList,
+}
+
+/// Serves on `listener` forever: starts the ticker, then accepts connections.
+pub fn serve(listener: TcpListener, config: Config) -> ! {
+    let app = Arc::new(App {
+        clients: ClientList::new(config.max_clients),
+        config,
+    });
+    let ticker_app = Arc::clone(&app);
+    // The ticker's only work is to lock the list and call `broadcast`: it never touches a socket of
+    // its own, so it cannot fail, and there is nothing to restart.
+    thread::spawn(move || {
+        ticker::run(
+            &ticker_app.clients,
+            ticker_app.config.tick,
+            ticker_app.config.heartbeat,
+        )
+    });
+
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(connection) => connection,
+            Err(e) => {
+                // Out of file descriptors, for example: wait for some to free up, never give up.
+                eprintln!("accept failed: {e}; retrying in 100 ms");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let app = Arc::clone(&app);
+        // One thread per connection, with a small stack: it parses one request and, for a stream,
+        // writes the replay, then ends. An open stream keeps no thread, only its socket in the list.
+        let spawned = thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || handle_connection(stream, peer, &app));
+        if let Err(e) = spawned {
+            eprintln!("{peer}: cannot start a thread ({e}); closing");
+        }
+    }
+}
+
+/// Reads one request and answers it.
+fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
+    let deadline = Instant::now() + app.config.head_timeout;
+    let (buf, head_len) = match http::read_head(&mut stream, deadline) {
+        Ok(Some(read)) => read,
+        Ok(None) => {
+            return respond(
+                &mut stream,
+                peer,
+                "(head too large)",
+                Err(HttpError::HeadTooLarge),
+                false,
+            );
+        }
+        // A client that connects and leaves without a word (a browser's spare connection): nothing to say.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+        Err(e) => return eprintln!("{peer}: no complete request head ({e}); closing"),
+    };
+    let request = match http::parse_request(&buf[..head_len]) {
+        Ok(request) => request,
+        Err(e) => return respond(&mut stream, peer, "(malformed request)", Err(e), false),
+    };
+    let summary = format!("{} {}", request.method, request.target);
+    let response = match (request.method.as_str(), request.path()) {
+        ("GET", "/events") => return stream_events(stream, peer, &request, app),
+        (_, "/events") => Err(HttpError::MethodNotAllowed("GET")),
+        ("POST", "/publish") => publish(&mut stream, &request, &buf[head_len..], deadline, app),
+        (_, "/publish") => Err(HttpError::MethodNotAllowed("POST")),
+        ("GET" | "HEAD", path) => static_file(&app.config, path),
+        (_, path) => match static_files::find(&app.config.public_dir, path) {
+            Ok(_) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            Err(e) => Err(e),
+        },
+    };
+    // `HEAD` gets what `GET` would have, minus the body.
+    respond(
+        &mut stream,
+        peer,
+        &summary,
+        response,
+        request.method == "HEAD",
+    );
+}
+
+/// `GET /events`: the Server-Sent Events handshake, then the stream.
+fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app: &App) {
+    // Step 1: the response head. `200` with `Content-Type: text/event-stream` is what an
+    // `EventSource` checks before reading a single event; any other status or type "fails the
+    // connection" and the browser never retries (§9.2.3, SPEC-NOTES R1).
+    let mut handshake = String::from("HTTP/1.1 200 OK\r\n");
+    handshake += "Content-Type: text/event-stream\r\n";
+    // Never cache a live stream (R5); tell nginx-style proxies not to buffer it either (R7).
+    handshake += "Cache-Control: no-cache\r\n";
+    handshake += "X-Accel-Buffering: no\r\n";
+    // No Content-Length and no chunking: the body runs until the connection closes (RFC 9112
+    // §6.3), so every frame reaches the browser the moment it is written (R6).
+    handshake += "\r\n";
+
+    // Step 2: the first frame sets the browser's reconnection delay (§9.2.6 "retry").
+    handshake += &event::retry(app.config.retry.as_millis());
+
+    // Step 3: a reconnecting browser sends the id of the last event it saw (§9.2.4). A value we
+    // cannot read is ignored, never refused: any answer but 200 would stop the browser for good.
+    let last_event_id = request
+        .header("last-event-id")
+        .and_then(|id| id.trim().parse::<u64>().ok());
+
+    // Step 4: join the client list. Under its lock the list queues, behind this handshake, the
+    // events missed since `last_event_id`, so the replay and the live events meet with no gap.
+    // Each frame is small and complete: send it now instead of waiting to fill a packet (Nagle).
+    let _ = stream.set_nodelay(true);
+    let writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(e) => return eprintln!("{peer}: cannot clone the socket ({e}); closing"),
+    };
+    let Some(id) = app
+        .clients
+        .connect(writer, peer, last_event_id, handshake.into_bytes())
+    else {
+        // The cap is here. A 503 fails the EventSource for good (R1): the browser will not come
+        // back by itself, which is also what we want from a server this full.
+        return respond(
+            &mut stream,
+            peer,
+            "GET /events",
+            Err(HttpError::TooManyClients),
+            false,
+        );
+    };
+
+    // Step 5: write the handshake and replay from this thread, which may wait on a slow reader
+    // without holding anyone up. Once the backlog is empty the client is live: the ticker and
+    // publishers write to it from then on, and this thread ends.
+    let _ = stream.set_write_timeout(Some(app.config.head_timeout));
+    while let Some(frames) = app.clients.next_backlog(id) {
+        for frame in frames {
+            if let Err(e) = stream.write_all(&frame) {
+                return app.clients.disconnect(id, format!("write failed: {e}"));
+            }
+        }
+    }
+}
+
+/// `POST /publish`: broadcasts the body as `event: publish`.
+fn publish(
+    stream: &mut TcpStream,
+    request: &Request,
+    already_read: &[u8],
+    deadline: Instant,
+    app: &App,
+) -> Result<Response, HttpError> {
+    // A page on any other site could make a visitor's browser POST here; browsers mark such a
+    // request with its Origin. curl sends none, and is welcome.
+    if let Some(origin) = request.header("origin") {
+        let ours = request.header("host").map(|host| format!("http://{host}"));
+        if !ours.is_some_and(|ours| ours.eq_ignore_ascii_case(origin)) {
+            return Err(HttpError::Forbidden);
+        }
+    }
+    let len = request.content_length.ok_or(HttpError::LengthRequired)?;
+    if len > MAX_PUBLISH {
+        return Err(HttpError::PayloadTooLarge);
+    }
+    // A client that sent `Expect: 100-continue` (curl does, for large bodies) waits for this
+    // before sending the body (RFC 9110 §10.1.1). We only say it once the body is known to be welcome.
+    let expects_continue = request
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    if expects_continue && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+        return Err(HttpError::BadRequest("connection failed before the body"));
+    }
+    let body = http::read_body(stream, already_read, len as usize, deadline)
+        .map_err(|_| HttpError::BadRequest("body shorter than Content-Length, or too slow"))?;
+    let text = String::from_utf8(body).map_err(|_| HttpError::BadRequest("body is not UTF-8"))?;
+    let id = app.clients.broadcast(Some("publish"), &text);
+    eprintln!(
+        "published {} bytes as event {id} to {} clients",
+        text.len(),
+        app.clients.len()
+    );
+    Ok(Response::no_content())
+}
+
+/// `GET` and `HEAD` of a file in `public/`.
+fn static_file(config: &Config, path: &str) -> Result<Response, HttpError> {
+    let file = static_files::find(&config.public_dir, path)?;
+    let body = std::fs::read(&file).map_err(|_| HttpError::NotFound)?;
+    Ok(Response::new(200, static_files::content_type(&file), body))
+}
+
+/// Writes the answer to a non-stream request, logs it, and closes the connection.
+fn respond(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    summary: &str,
+    response: Result<Response, HttpError>,
+    head_only: bool,
+) {
+    let response = response.unwrap_or_else(|e| e.response());
+    eprintln!(
+        "{peer} {summary} -> {} {}",
+        response.status,
+        http::reason(response.status)
+    );
+    if let Err(e) = http::write_response(stream, &response, head_only) {
+        eprintln!("{peer}: could not send the response ({e})");
+    }
+}

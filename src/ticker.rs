@@ -1,0 +1,90 @@
+//! The ticker: the thread that feeds the client list on a clock.
+//!
+//! Every tick it broadcasts an event of the default type (so `onmessage` fires, §9.2.6 "event")
+//! with the server time as JSON. Between ticks it announces the client count when it changed, and
+//! sends a comment as heartbeat when nothing else was written for a while (SPEC-NOTES F9).
+
+use crate::clients::ClientList;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often the client count is checked. Announcing every connect and disconnect on its own would
+/// cost N x N writes when N clients arrive at once; one announcement per 100 ms costs N.
+const COUNT_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs forever: ticks every `tick`, heartbeats after `heartbeat` of silence.
+pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration) -> ! {
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let now = Instant::now();
+        if now >= next_tick {
+            clients.broadcast(
+                None,
+                &format!("{{\"time\":\"{}\"}}", rfc3339(SystemTime::now())),
+            );
+            // Keep to the schedule; after a long stall (a suspended laptop) skip the missed ticks.
+            next_tick = (next_tick + tick).max(now);
+        }
+        clients.announce_count();
+        clients.heartbeat_if_idle(heartbeat);
+        thread::sleep(
+            next_tick
+                .saturating_duration_since(Instant::now())
+                .min(COUNT_EVERY),
+        );
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC, to the second: `2026-11-21T12:00:00Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar: Howard
+/// Hinnant's `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>). It counts
+/// in 400-year eras of 146,097 days, with years starting on March 1 so the leap day falls last.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> String {
+        rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn epoch() {
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_known_noon() {
+        assert_eq!(at(1_795_262_400), "2026-11-21T12:00:00Z");
+    }
+
+    #[test]
+    fn leap_day_and_century() {
+        assert_eq!(at(951_868_799), "2000-02-29T23:59:59Z");
+        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
+    }
+}

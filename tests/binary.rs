@@ -1,0 +1,84 @@
+//! The `sse-server` binary itself: configuration from the environment, and what it prints.
+
+mod common;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn server() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sse-server"))
+}
+
+#[test]
+fn invalid_variable_exits_2_naming_it() {
+    for (name, value) in [
+        ("PORT", "http"),
+        ("TICK_MS", "0"),
+        ("MAX_CLIENTS", "lots"),
+        ("HOST", "no such host!"),
+    ] {
+        let output = server().env(name, value).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.starts_with(&format!("{name}=")), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+/// Sends each line a reader yields into a channel, so the test can wait on it with a timeout.
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receive
+}
+
+#[test]
+fn prints_where_it_listens_and_narrates_a_client() {
+    let mut child = server()
+        .env("PORT", "0")
+        .env("TICK_MS", "50")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let first = stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a first line");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(addr.starts_with("127.0.0.1:"), "{first}");
+
+    let mut stream = common::EventStream::open(addr.parse().unwrap(), "Last-Event-ID: 0\r\n");
+    stream.next();
+    let connected = stderr
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a log line");
+    // How many ticks it replays depends on when it connected; the rest is exact.
+    let (peer, rest) = connected.split_once(' ').unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "{connected}");
+    assert!(
+        rest.starts_with("connected (Last-Event-ID 0 -> ") && rest.ends_with("); 1 connected"),
+        "{connected}"
+    );
+    drop(stream);
+    let dropped = (0..50)
+        .filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|l| l.contains("dropped"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let dropped = dropped.expect("a dropped line");
+    assert!(
+        dropped.contains(" dropped: write failed: ") && dropped.ends_with("; 0 connected"),
+        "{dropped}"
+    );
+}

@@ -1,0 +1,290 @@
+//! Shared by the integration tests: start a real server on port 0, talk to it over real sockets,
+//! and decode its stream the way a browser does.
+#![allow(dead_code)] // each test file uses its own part of this
+
+use sse_server::Config;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Every blocking read in the tests gives up after this.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A config for tests: fast ticks, a heartbeat that stays out of the way, a short head timeout.
+pub fn config() -> Config {
+    Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tick: Duration::from_millis(50),
+        heartbeat: Duration::from_secs(60),
+        head_timeout: Duration::from_millis(500),
+        ..Config::default()
+    }
+}
+
+/// Starts a server on an ephemeral loopback port and returns its address.
+pub fn start(config: Config) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    thread::spawn(move || sse_server::serve(listener, config));
+    addr
+}
+
+/// Connects with the test read timeout set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
+    stream
+}
+
+/// Sends raw bytes, then reads the whole response (the server closes after it).
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(request).expect("send request");
+    read_to_close(&mut stream)
+}
+
+/// Like [`raw`], for a request head that is text; returns the response as text.
+pub fn raw_text(addr: SocketAddr, request: &str) -> String {
+    String::from_utf8_lossy(&raw(addr, request.as_bytes())).into_owned()
+}
+
+/// Reads until the server closes, failing the test after [`READ_TIMEOUT`] in all.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut out = Vec::new();
+    let mut buf = [0; 8192];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "server did not close the connection"
+        );
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A reset after the response was read is still a close.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+}
+
+/// The status code of a raw response.
+pub fn status(response: &str) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// One event as an `EventSource` hands it to the page (§9.2.6 "dispatch the event").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub event_type: String,
+    pub data: String,
+    pub last_event_id: String,
+}
+
+/// The client side of §9.2.5/§9.2.6, step by step: split the stream into lines at CRLF, LF or CR;
+/// ignore comments; collect fields; dispatch on an empty line.
+#[derive(Default)]
+pub struct SpecParser {
+    line: Vec<u8>,
+    /// A CR ended the last line; an LF right after it belongs to the same line break.
+    after_cr: bool,
+    started: bool,
+    data: String,
+    event_type: String,
+    last_event_id: String,
+    pub retry: Option<u64>,
+    pub comments: usize,
+}
+
+impl SpecParser {
+    /// Feeds bytes as they arrive; returns the events they complete.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        for &b in bytes {
+            if b == b'\n' && self.after_cr {
+                self.after_cr = false;
+                continue;
+            }
+            self.after_cr = b == b'\r';
+            if b != b'\r' && b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let mut line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+            // §9.2.5: one U+FEFF BOM at the very start of the stream is dropped.
+            if !self.started {
+                self.started = true;
+                if let Some(rest) = line.strip_prefix('\u{feff}') {
+                    line = rest.to_string();
+                }
+            }
+            events.extend(self.process_line(&line));
+        }
+        events
+    }
+
+    fn process_line(&mut self, line: &str) -> Option<Event> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line.starts_with(':') {
+            self.comments += 1;
+            return None;
+        }
+        // Field name up to the first colon; one space after it is stripped.
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => self.event_type = value.to_string(),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.retry = value.parse().ok()
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn dispatch(&mut self) -> Option<Event> {
+        // The last event ID persists across events; data and type are reset.
+        let event_type = std::mem::take(&mut self.event_type);
+        let mut data = std::mem::take(&mut self.data);
+        if data.is_empty() {
+            return None;
+        }
+        data.pop(); // the trailing LF
+        Some(Event {
+            event_type: if event_type.is_empty() {
+                String::from("message")
+            } else {
+                event_type
+            },
+            data,
+            last_event_id: self.last_event_id.clone(),
+        })
+    }
+}
+
+/// An open `/events` stream, decoded by [`SpecParser`].
+pub struct EventStream {
+    pub tcp: TcpStream,
+    /// The response head, up to and including the blank line.
+    pub head: String,
+    /// Every body byte received so far, for assertions on the exact wire format.
+    pub body: Vec<u8>,
+    pub parser: SpecParser,
+    queued: std::collections::VecDeque<Event>,
+}
+
+impl EventStream {
+    /// Opens a stream; `extra_headers` are whole header lines, each ending in CRLF.
+    pub fn open(addr: SocketAddr, extra_headers: &str) -> EventStream {
+        let mut tcp = connect(addr);
+        let request = format!(
+            "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{extra_headers}\r\n"
+        );
+        tcp.write_all(request.as_bytes()).expect("send request");
+        let mut stream = EventStream {
+            tcp,
+            head: String::new(),
+            body: Vec::new(),
+            parser: SpecParser::default(),
+            queued: Default::default(),
+        };
+        let mut raw = Vec::new();
+        while !raw.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            match stream.tcp.read(&mut byte) {
+                Ok(1) => raw.push(byte[0]),
+                other => panic!(
+                    "stream head ended early ({other:?}) after {:?}",
+                    String::from_utf8_lossy(&raw)
+                ),
+            }
+        }
+        stream.head = String::from_utf8(raw).expect("head is UTF-8");
+        stream
+    }
+
+    /// Reads more of the body; false once the server closed the stream.
+    pub fn read_more(&mut self) -> bool {
+        let mut buf = [0; 65536];
+        match self.tcp.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.body.extend_from_slice(&buf[..n]);
+                let events = self.parser.feed(&buf[..n]);
+                self.queued.extend(events);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("reading the stream: {e}"),
+        }
+    }
+
+    /// The next event, failing the test after [`READ_TIMEOUT`].
+    pub fn next(&mut self) -> Event {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event within {READ_TIMEOUT:?}"
+            );
+            assert!(self.read_more(), "the server closed the stream");
+        }
+    }
+
+    /// The next event of this type, skipping others (ticks, client counts).
+    pub fn next_of(&mut self, event_type: &str) -> Event {
+        for _ in 0..10_000 {
+            let event = self.next();
+            if event.event_type == event_type {
+                return event;
+            }
+        }
+        panic!("no {event_type} event in 10,000 events");
+    }
+
+    /// Waits for `event: clients` to announce exactly `n`.
+    pub fn wait_for_count(&mut self, n: usize) {
+        for _ in 0..10_000 {
+            if self.next_of("clients").data == n.to_string() {
+                return;
+            }
+        }
+        panic!("the clients count never reached {n}");
+    }
+}
+
+/// POSTs text to `/publish` over a raw socket; returns the whole response.
+pub fn publish(addr: SocketAddr, body: &str) -> String {
+    let head = format!(
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    raw_text(addr, &(head + body))
+}
+
+/// A `ureq` agent that times out and hands back 4xx/5xx responses instead of errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(READ_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}

@@ -1,0 +1,584 @@
+//! The server over real sockets: every route, every status, and the stream as a browser reads it.
+
+mod common;
+use common::{EventStream, agent, config, publish, raw, raw_text, start, status};
+use sse_server::Config;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A config whose ticker stays quiet, so a test sees only the events it causes.
+fn quiet() -> Config {
+    Config {
+        tick: Duration::from_secs(3600),
+        ..config()
+    }
+}
+
+// ---- The page and static files ----
+
+#[test]
+fn index_is_served() {
+    let addr = start(config());
+    let mut response = agent().get(format!("http://{addr}/")).call().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(response.headers()["connection"], "close");
+    let body = response.body_mut().read_to_string().unwrap();
+    assert_eq!(body, std::fs::read_to_string("public/index.html").unwrap());
+}
+
+#[test]
+fn head_gets_the_headers_without_the_body() {
+    let addr = start(config());
+    let response = raw_text(addr, &format!("HEAD / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+    let length = std::fs::metadata("public/index.html").unwrap().len();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(
+        response.contains(&format!("\r\nContent-Length: {length}\r\n")),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("\r\n\r\n"),
+        "a HEAD response has no body: {response}"
+    );
+}
+
+/// A public/ folder of its own, beside a file that must never be served.
+fn public_dir_with_files() -> PathBuf {
+    let root = std::env::temp_dir().join(format!("sse-static-{}", std::process::id()));
+    let public = root.join("public");
+    std::fs::create_dir_all(public.join("sub")).unwrap();
+    std::fs::write(root.join("secret.txt"), "SECRET").unwrap();
+    std::fs::write(public.join("index.html"), "<p>hi</p>").unwrap();
+    std::fs::write(public.join("app.js"), "let a = 1;").unwrap();
+    std::fs::write(public.join("sub/style.css"), "p {}").unwrap();
+    std::fs::write(public.join("shot.png"), b"\x89PNG").unwrap();
+    public
+}
+
+#[test]
+fn public_files_get_their_content_type() {
+    let addr = start(Config {
+        public_dir: public_dir_with_files(),
+        ..config()
+    });
+    for (path, content_type, body) in [
+        ("/app.js", "text/javascript; charset=utf-8", "let a = 1;"),
+        ("/sub/style.css", "text/css; charset=utf-8", "p {}"),
+        ("/index.html", "text/html; charset=utf-8", "<p>hi</p>"),
+    ] {
+        let mut response = agent().get(format!("http://{addr}{path}")).call().unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+        assert_eq!(
+            response.body_mut().read_to_string().unwrap(),
+            body,
+            "{path}"
+        );
+    }
+    let response = agent()
+        .get(format!("http://{addr}/shot.png"))
+        .call()
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "image/png");
+}
+
+#[test]
+fn nothing_outside_public_is_served() {
+    let addr = start(Config {
+        public_dir: public_dir_with_files(),
+        ..config()
+    });
+    for path in [
+        "/../secret.txt",
+        "/sub/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/..%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/sub%5c..%5c..%5csecret.txt",
+        "/secret.txt%00.html",
+        "/%00",
+    ] {
+        let response = raw_text(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+        );
+        assert!(matches!(status(&response), 400 | 404), "{path}: {response}");
+        assert!(!response.contains("SECRET"), "{path} leaked the secret");
+    }
+}
+
+// ---- Routing ----
+
+#[test]
+fn unknown_path_is_404() {
+    let addr = start(config());
+    let response = agent().get(format!("http://{addr}/nope")).call().unwrap();
+    assert_eq!(response.status(), 404);
+    let response = raw_text(
+        addr,
+        &format!("DELETE /nope HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert_eq!(status(&response), 404);
+}
+
+#[test]
+fn wrong_method_is_405_with_allow() {
+    let addr = start(config());
+    for (request, allow) in [
+        ("POST /events", "GET"),
+        ("GET /publish", "POST"),
+        ("PUT /", "GET, HEAD"),
+        ("DELETE /index.html", "GET, HEAD"),
+    ] {
+        let response = raw_text(
+            addr,
+            &format!("{request} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"),
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{request}: {response}"
+        );
+        assert!(
+            response.contains(&format!("\r\nAllow: {allow}\r\n")),
+            "{request}: {response}"
+        );
+    }
+}
+
+// ---- Malformed, oversize and slow requests ----
+
+#[test]
+fn malformed_request_is_400() {
+    let addr = start(config());
+    for request in [
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nNo colon here\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+    ] {
+        let response = raw_text(addr, request);
+        assert!(
+            response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{request:?}: {response}"
+        );
+        assert!(response.contains("Connection: close\r\n"), "{response}");
+    }
+}
+
+#[test]
+fn head_over_8_kib_is_431() {
+    let addr = start(config());
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let response = raw_text(addr, &request);
+    assert!(
+        response.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn head_of_exactly_8_kib_is_fine() {
+    let addr = start(config());
+    let start_of_head = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ";
+    let pad = "a".repeat(8 * 1024 - start_of_head.len() - 4);
+    let request = format!("{start_of_head}{pad}\r\n\r\n");
+    assert_eq!(request.len(), 8 * 1024);
+    assert_eq!(status(&raw_text(addr, &request)), 200);
+}
+
+#[test]
+fn incomplete_head_is_closed_after_the_timeout() {
+    // The test config gives a head 500 ms.
+    let addr = start(config());
+    let mut stream = common::connect(addr);
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let started = Instant::now();
+    let mut buf = [0; 64];
+    let n = stream
+        .read(&mut buf)
+        .expect("closed, not timed out in the test");
+    assert_eq!(n, 0, "closed without a response");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early"
+    );
+}
+
+// ---- The stream ----
+
+#[test]
+fn stream_has_the_event_stream_headers() {
+    let addr = start(config());
+    let stream = EventStream::open(addr, "");
+    assert_eq!(
+        stream.head,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
+    );
+}
+
+#[test]
+fn stream_starts_with_retry() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    while stream.body.len() < 13 {
+        assert!(stream.read_more());
+    }
+    assert_eq!(&stream.body[..13], b"retry: 3000\n\n");
+    assert_eq!(stream.parser.retry, Some(3000));
+}
+
+#[test]
+fn ticks_carry_the_time_with_increasing_ids() {
+    let addr = start(config());
+    let mut stream = EventStream::open(addr, "");
+    let mut last_id = 0;
+    for _ in 0..3 {
+        let tick = stream.next_of("message");
+        let id: u64 = tick.last_event_id.parse().unwrap();
+        assert!(id > last_id, "ids must increase: {id} after {last_id}");
+        last_id = id;
+        // {"time":"2026-11-21T12:00:00Z"}
+        let time = tick
+            .data
+            .strip_prefix("{\"time\":\"")
+            .and_then(|t| t.strip_suffix("\"}"))
+            .unwrap_or_else(|| panic!("{}", tick.data));
+        let shape: String = time
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '0' } else { c })
+            .collect();
+        assert_eq!(shape, "0000-00-00T00:00:00Z", "{time}");
+    }
+}
+
+#[test]
+fn ids_increase_across_every_event_type() {
+    let addr = start(config());
+    let mut stream = EventStream::open(addr, "");
+    publish(addr, "one");
+    let mut seen = Vec::new();
+    let mut last = 0;
+    while seen.len() < 3 || !seen.contains(&"publish".to_string()) {
+        let event = stream.next();
+        let id: u64 = event.last_event_id.parse().unwrap();
+        assert_eq!(id, last + 1, "one counter, no gaps, across types");
+        last = id;
+        if !seen.contains(&event.event_type) {
+            seen.push(event.event_type);
+        }
+    }
+    assert!(
+        seen.contains(&"message".to_string()) && seen.contains(&"clients".to_string()),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn heartbeat_is_sent_when_idle() {
+    let addr = start(Config {
+        heartbeat: Duration::from_millis(100),
+        ..quiet()
+    });
+    let mut stream = EventStream::open(addr, "");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stream.parser.comments == 0 {
+        assert!(Instant::now() < deadline, "no heartbeat");
+        assert!(stream.read_more());
+    }
+    let body = String::from_utf8(stream.body.clone()).unwrap();
+    assert!(body.contains("\n\n: heartbeat\n\n"), "{body:?}");
+}
+
+// ---- Publish ----
+
+#[test]
+fn publish_round_trip_keeps_multi_line_and_unicode_text() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    let text = "héllo 👋\r\n  indented\rlast\n\nevent: not-a-field\n";
+    let response = publish(addr, text);
+    assert!(
+        response.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{response}"
+    );
+    let event = stream.next_of("publish");
+    // What EventSource hands the page: the text, with every line break as LF.
+    assert_eq!(
+        event.data,
+        "héllo 👋\n  indented\nlast\n\nevent: not-a-field\n"
+    );
+    let wire = String::from_utf8(stream.body.clone()).unwrap();
+    let frame = format!(
+        "id: {}\nevent: publish\ndata: héllo 👋\ndata:   indented\ndata: last\ndata: \ndata: event: not-a-field\ndata: \n\n",
+        event.last_event_id
+    );
+    assert!(wire.contains(&frame), "{wire:?}");
+}
+
+#[test]
+fn empty_publish_is_an_event_with_empty_data() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    publish(addr, "");
+    assert_eq!(stream.next_of("publish").data, "");
+}
+
+#[test]
+fn publish_reaches_every_client() {
+    let addr = start(quiet());
+    let mut first = EventStream::open(addr, "");
+    let mut second = EventStream::open(addr, "");
+    second.wait_for_count(2);
+    publish(addr, "to both");
+    let a = first.next_of("publish");
+    let b = second.next_of("publish");
+    assert_eq!(a.data, "to both");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn publish_with_ureq_and_same_origin() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    let response = agent()
+        .post(format!("http://{addr}/publish"))
+        .header("Origin", format!("http://{addr}"))
+        .send("hi")
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(stream.next_of("publish").data, "hi");
+}
+
+#[test]
+fn publish_without_content_length_is_411() {
+    let addr = start(config());
+    let response = raw_text(
+        addr,
+        &format!(
+            "POST /publish HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        ),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 411 Length Required\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn publish_over_64_kib_is_413_and_64_kib_is_fine() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    // The whole oversize body is sent: the 413 must still arrive (not a connection reset).
+    let response = publish(addr, &"a".repeat(64 * 1024 + 1));
+    assert!(
+        response.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+        "{}",
+        &response[..100.min(response.len())]
+    );
+    let response = publish(addr, &"b".repeat(64 * 1024));
+    assert!(
+        response.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{response}"
+    );
+    assert_eq!(stream.next_of("publish").data.len(), 64 * 1024);
+}
+
+#[test]
+fn early_413_lets_the_client_finish_sending() {
+    // curl sends the head, gets the 413 before its body is out, and keeps sending. If the server
+    // just closed, the unread body would make it answer with a reset and curl would report
+    // "connection reset" instead of the 413. The server drains the body before it closes.
+    let addr = start(config());
+    let mut client = common::connect(addr);
+    let len = 70_000;
+    client
+        .write_all(
+            format!("POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut response = [0; 32];
+    client.read_exact(&mut response).unwrap();
+    assert_eq!(&response, b"HTTP/1.1 413 Content Too Large\r\n");
+    for _ in 0..7 {
+        client
+            .write_all(&[b'a'; 10_000])
+            .expect("the server still takes the body");
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    common::read_to_close(&mut client);
+}
+
+#[test]
+fn publish_that_is_not_utf8_is_400() {
+    let addr = start(config());
+    let mut request =
+        format!("POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 2\r\n\r\n").into_bytes();
+    request.extend_from_slice(b"\xff\xfe");
+    let response = String::from_utf8_lossy(&raw(addr, &request)).into_owned();
+    assert!(
+        response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{response}"
+    );
+    assert!(response.contains("body is not UTF-8"), "{response}");
+}
+
+#[test]
+fn publish_from_another_origin_is_403() {
+    let addr = start(config());
+    for origin in ["http://evil.example", "null", "https://127.0.0.1"] {
+        let response = raw_text(
+            addr,
+            &format!(
+                "POST /publish HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\nContent-Length: 1\r\n\r\nx"
+            ),
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+            "{origin}: {response}"
+        );
+    }
+}
+
+#[test]
+fn expect_100_continue_gets_continue_before_the_body() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    let mut client = common::connect(addr);
+    client.write_all(format!("POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").as_bytes()).unwrap();
+    let mut interim = [0; 25];
+    client
+        .read_exact(&mut interim)
+        .expect("100 Continue before we send the body");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    client.write_all(b"later").unwrap();
+    let response = String::from_utf8(common::read_to_close(&mut client)).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{response}"
+    );
+    assert_eq!(stream.next_of("publish").data, "later");
+}
+
+// ---- Last-Event-ID ----
+
+#[test]
+fn last_event_id_replays_exactly_the_missed_events() {
+    let addr = start(quiet());
+    // A witness sees every event as it happens.
+    let mut witness = EventStream::open(addr, "");
+    witness.wait_for_count(1);
+    for text in ["one", "two", "three", "four"] {
+        publish(addr, text);
+    }
+    let mut all = Vec::new();
+    while all.last().is_none_or(|e: &common::Event| e.data != "four") {
+        all.push(witness.next());
+    }
+    let two = all.iter().position(|e| e.data == "two").unwrap();
+    // Reconnect as a browser that saw "two": it must get exactly what came after, in order.
+    let mut late = EventStream::open(
+        addr,
+        &format!("Last-Event-ID: {}\r\n", all[two].last_event_id),
+    );
+    let missed = &all[two + 1..];
+    let replayed: Vec<common::Event> = (0..missed.len()).map(|_| late.next()).collect();
+    assert_eq!(replayed, missed);
+    // Then live events, with no duplicate of the replay.
+    let next = late.next();
+    assert!(
+        next.last_event_id.parse::<u64>().unwrap()
+            > all.last().unwrap().last_event_id.parse().unwrap(),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn an_id_older_than_the_buffer_gets_a_gap_first() {
+    let addr = start(quiet());
+    for i in 0..105 {
+        publish(addr, &format!("event {i}"));
+    }
+    let mut stream = EventStream::open(addr, "Last-Event-ID: 1\r\n");
+    let gap = stream.next();
+    assert_eq!(gap.event_type, "gap");
+    assert_eq!(gap.data, r#"{"last_event_id":1,"resume_from":6}"#);
+    // Then the 100 kept events, oldest first.
+    let first = stream.next();
+    assert_eq!(
+        (first.last_event_id.as_str(), first.data.as_str()),
+        ("6", "event 5")
+    );
+    for i in 7..=105 {
+        assert_eq!(stream.next().last_event_id, i.to_string());
+    }
+}
+
+#[test]
+fn an_id_from_the_future_gets_a_gap_and_everything_kept() {
+    let addr = start(quiet());
+    publish(addr, "only");
+    let mut stream = EventStream::open(addr, "Last-Event-ID: 999\r\n");
+    assert_eq!(
+        stream.next().data,
+        r#"{"last_event_id":999,"resume_from":1}"#
+    );
+    assert_eq!(stream.next().data, "only");
+}
+
+#[test]
+fn unreadable_last_event_id_is_ignored() {
+    let addr = start(quiet());
+    publish(addr, "before");
+    let mut open = Vec::new();
+    for bad in ["abc", "", "-1", "1.5"] {
+        let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {bad}\r\n"));
+        assert!(stream.head.starts_with("HTTP/1.1 200 OK\r\n"), "{bad:?}");
+        // No replay and no gap: the first event is live, the count that includes this client.
+        let first = stream.next();
+        assert_eq!(first.event_type, "clients", "{bad:?}: {first:?}");
+        open.push(stream);
+    }
+}
+
+// ---- The client list ----
+
+#[test]
+fn clients_count_rises_and_falls_when_a_client_vanishes() {
+    let addr = start(config());
+    let mut first = EventStream::open(addr, "");
+    first.wait_for_count(1);
+    let second = EventStream::open(addr, "");
+    first.wait_for_count(2);
+    // Abruptly: no goodbye, the socket just closes. The server notices when a write fails.
+    drop(second);
+    first.wait_for_count(1);
+}
+
+#[test]
+fn over_max_clients_is_503_with_retry_after() {
+    let addr = start(Config {
+        max_clients: 2,
+        ..config()
+    });
+    let _one = EventStream::open(addr, "");
+    let _two = EventStream::open(addr, "");
+    let response = raw_text(
+        addr,
+        &format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{response}"
+    );
+    assert!(response.contains("\r\nRetry-After: 10\r\n"), "{response}");
+}
