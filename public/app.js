@@ -1,0 +1,118 @@
+// The page side of Server-Sent Events: one EventSource and what it reports.
+// Event data always goes into the page as text (textContent), never as HTML.
+"use strict";
+
+const STATES = ["CONNECTING", "OPEN", "CLOSED"]; // EventSource.readyState 0, 1, 2
+const LOG_CAP = 100; // keep the page fast after hours of ticks
+
+const $ = (id) => document.getElementById(id);
+let source = null;
+let reconnects = 0;
+let previousId = "";
+
+function showState() {
+  const state = STATES[source.readyState];
+  $("state").textContent = state;
+  $("state").dataset.state = state;
+  $("close").disabled = source.readyState === EventSource.CLOSED;
+  $("reopen").disabled = source.readyState !== EventSource.CLOSED;
+}
+
+function announce(text) {
+  $("announce").textContent = text;
+}
+
+// Rebuilds the frame the server wrote for this event: `id:` if the last event ID changed,
+// `event:` unless the type is the default `message`, one `data:` line per line of data.
+function wireFrame(event) {
+  const lines = [];
+  if (event.lastEventId !== previousId) lines.push(`id: ${event.lastEventId}`);
+  if (event.type !== "message") lines.push(`event: ${event.type}`);
+  for (const line of event.data.split("\n")) lines.push(`data: ${line}`);
+  return lines.join("\n") + "\n\n";
+}
+
+function logEvent(event) {
+  const item = document.createElement("li");
+  item.className = `entry type-${event.type}`;
+
+  const received = document.createElement("dl");
+  for (const [name, value] of [["type", event.type], ["lastEventId", event.lastEventId], ["data", event.data]]) {
+    const dt = document.createElement("dt");
+    dt.textContent = name;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    received.append(dt, dd);
+  }
+  const wire = document.createElement("pre");
+  wire.className = "wire";
+  wire.textContent = wireFrame(event);
+  item.append(received, wire);
+
+  previousId = event.lastEventId;
+  $("last-id").textContent = event.lastEventId || "none yet";
+  $("log").prepend(item);
+  while ($("log").children.length > LOG_CAP) $("log").lastElementChild.remove();
+}
+
+function open() {
+  let opened = false;
+  source = new EventSource("/events");
+  showState();
+
+  source.addEventListener("open", () => {
+    if (opened) reconnects += 1; // this EventSource was open before: the browser reconnected
+    opened = true;
+    $("reconnects").textContent = reconnects;
+    showState();
+    announce("Connected.");
+  });
+  // An error either means "reconnecting" (readyState CONNECTING) or "gave up" (CLOSED).
+  source.addEventListener("error", () => {
+    showState();
+    announce(source.readyState === EventSource.CLOSED ? "Connection closed." : "Connection lost, reconnecting.");
+  });
+
+  // The default type: ticks with the server time.
+  source.addEventListener("message", (event) => {
+    try {
+      $("time").textContent = JSON.parse(event.data).time;
+    } catch {
+      $("time").textContent = event.data;
+    }
+    logEvent(event);
+  });
+  source.addEventListener("clients", (event) => {
+    $("clients").textContent = event.data;
+    logEvent(event);
+  });
+  source.addEventListener("publish", (event) => {
+    logEvent(event);
+    announce(`Published: ${event.data}`);
+  });
+  source.addEventListener("gap", (event) => {
+    logEvent(event);
+    announce("Some events were missed: the server no longer had them.");
+  });
+}
+
+$("close").addEventListener("click", () => {
+  source.close();
+  showState();
+  announce("Closed. The browser will not reconnect.");
+});
+$("reopen").addEventListener("click", open);
+
+$("publish").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = $("publish-result");
+  try {
+    const response = await fetch("/publish", { method: "POST", body: $("text").value });
+    result.textContent = response.ok ? `sent (${response.status})` : await response.text();
+  } catch (error) {
+    result.textContent = `not sent: ${error.message}`;
+  }
+});
+
+$("log-cap").textContent = LOG_CAP;
+open();
