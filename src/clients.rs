@@ -7,10 +7,11 @@
 //! waits on a socket while the lock is held, so one stuck client cannot stall the others.
 
 use crate::event;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// How many recent events are kept for replay to a client that reconnects.
@@ -18,6 +19,9 @@ pub const REPLAY_LEN: usize = 100;
 
 /// How many live events may queue behind a new client's replay before we give up on it.
 const MAX_BACKLOG: usize = 1000;
+
+/// The fewest live clients worth a writer thread of their own (see `send_to_all`).
+const MIN_SHARE: usize = 1000;
 
 /// One framed event, shared by every client it is queued for and by the replay buffer.
 pub type Frame = Arc<[u8]>;
@@ -28,7 +32,11 @@ pub struct ClientList {
 }
 
 struct Inner {
-    clients: HashMap<u64, Client>,
+    /// Every stream client, by id: the order they connected, which is the order they are written.
+    clients: BTreeMap<u64, Client>,
+    /// Clients whose own thread is still writing the handshake and replay: live events queue here
+    /// behind them, in order. A client not in here is live: broadcasts write to its socket.
+    catching_up: BTreeMap<u64, Vec<Frame>>,
     next_client: u64,
     /// The id of the last event sent; ids count up from 1 across every event type.
     last_id: u64,
@@ -37,14 +45,13 @@ struct Inner {
     /// The client count the last `clients` event announced.
     announced: usize,
     last_write: Instant,
+    /// How many threads a broadcast writes with: one per core.
+    writers: usize,
 }
 
 struct Client {
     stream: TcpStream,
     peer: SocketAddr,
-    /// `Some` while the client's own thread is still writing its handshake and replay: live events
-    /// queue here behind them, in order. `None` once it is live and broadcasts write to it directly.
-    backlog: Option<Vec<Frame>>,
 }
 
 /// Why a client left, for the log.
@@ -54,12 +61,14 @@ impl ClientList {
     pub fn new(max_clients: usize) -> ClientList {
         ClientList {
             inner: Mutex::new(Inner {
-                clients: HashMap::new(),
+                clients: BTreeMap::new(),
+                catching_up: BTreeMap::new(),
                 next_client: 0,
                 last_id: 0,
                 recent: VecDeque::with_capacity(REPLAY_LEN),
                 announced: 0,
                 last_write: Instant::now(),
+                writers: thread::available_parallelism().map_or(1, |n| n.get()),
             }),
             max_clients,
         }
@@ -96,14 +105,8 @@ impl ClientList {
         };
         inner.next_client += 1;
         let id = inner.next_client;
-        inner.clients.insert(
-            id,
-            Client {
-                stream,
-                peer,
-                backlog: Some(backlog),
-            },
-        );
+        inner.clients.insert(id, Client { stream, peer });
+        inner.catching_up.insert(id, backlog);
         let count = inner.clients.len();
         drop(inner);
         eprintln!("{peer} connected ({replay_note}); {count} connected");
@@ -114,17 +117,14 @@ impl ClientList {
     /// (from then on it is live and broadcasts write to it) or once it has been dropped.
     pub fn next_backlog(&self, id: u64) -> Option<Vec<Frame>> {
         let mut inner = self.lock();
-        let client = inner.clients.get_mut(&id)?;
-        let backlog = client.backlog.as_mut()?;
+        let backlog = inner.catching_up.get_mut(&id)?;
         if !backlog.is_empty() {
             return Some(std::mem::take(backlog));
         }
+        inner.catching_up.remove(&id);
         // Caught up. Non-blocking from now on: a broadcast's write to a client that stopped reading
         // fails at once (and drops it) instead of waiting for room while every other client waits too.
-        let live = client.stream.set_nonblocking(true);
-        if live.is_ok() {
-            client.backlog = None;
-        }
+        let live = inner.clients.get(&id)?.stream.set_nonblocking(true);
         drop(inner);
         if let Err(e) = live {
             self.disconnect(id, format!("cannot go live: {e}"));
@@ -135,6 +135,7 @@ impl ClientList {
     /// Drops a client whose own thread failed to write its handshake or replay.
     pub fn disconnect(&self, id: u64, reason: String) {
         let mut inner = self.lock();
+        inner.catching_up.remove(&id);
         if let Some(client) = inner.clients.remove(&id) {
             let _ = client.stream.shutdown(Shutdown::Both);
             log_dropped(inner, vec![(client.peer, reason)]);
@@ -196,16 +197,53 @@ impl Inner {
     /// The one pass that writes to every client, and the one place a failed write drops one.
     fn send_to_all(&mut self, frame: &Frame) -> Dropped {
         self.last_write = Instant::now();
+        let mut failed = Vec::new();
+        // A client still writing its replay gets the frame queued behind it, in order.
+        for (id, backlog) in &mut self.catching_up {
+            if backlog.len() >= MAX_BACKLOG {
+                failed.push((*id, String::from("fell too far behind while catching up")));
+            } else {
+                backlog.push(frame.clone());
+            }
+        }
+        // A live client gets it written now. Each write is microseconds of kernel TCP work, so
+        // 10,000 of them take tens of milliseconds on one core: a long list is split across the
+        // cores, one scoped thread per share. If a thread cannot start, this one writes its share.
+        let live: Vec<(&u64, &Client)> = self
+            .clients
+            .iter()
+            .filter(|(id, _)| !self.catching_up.contains_key(id))
+            .collect();
+        let share = live.len().div_ceil(self.writers).max(MIN_SHARE);
+        thread::scope(|scope| {
+            let mut shares = live.chunks(share);
+            let first = shares.next().unwrap_or_default();
+            let others: Vec<_> = shares
+                .map(|share| {
+                    (
+                        share,
+                        thread::Builder::new()
+                            .spawn_scoped(scope, move || write_share(share, frame)),
+                    )
+                })
+                .collect();
+            failed.extend(write_share(first, frame));
+            for (share, writer) in others {
+                failed.extend(match writer {
+                    Ok(writer) => writer.join().unwrap_or_default(),
+                    Err(_) => write_share(share, frame),
+                });
+            }
+        });
         let mut dropped = Vec::new();
-        self.clients.retain(|_, client| match client.send(frame) {
-            Ok(()) => true,
-            Err(reason) => {
+        for (id, reason) in failed {
+            self.catching_up.remove(&id);
+            if let Some(client) = self.clients.remove(&id) {
                 // Wakes the client's own thread too, if it is still writing the replay.
                 let _ = client.stream.shutdown(Shutdown::Both);
                 dropped.push((client.peer, reason));
-                false
             }
-        });
+        }
         dropped
     }
 
@@ -238,21 +276,22 @@ impl Inner {
     }
 }
 
+/// Writes a frame to a share of the live clients; returns the ones that failed, and why.
+fn write_share(share: &[(&u64, &Client)], frame: &Frame) -> Vec<(u64, String)> {
+    share
+        .iter()
+        .filter_map(|(id, client)| client.send(frame).err().map(|reason| (**id, reason)))
+        .collect()
+}
+
 impl Client {
-    /// One frame to one client, whole or not at all.
-    fn send(&mut self, frame: &Frame) -> Result<(), String> {
-        if let Some(backlog) = &mut self.backlog {
-            if backlog.len() >= MAX_BACKLOG {
-                return Err(String::from("fell too far behind while catching up"));
-            }
-            backlog.push(frame.clone());
-            return Ok(());
-        }
+    /// One frame to one live client, whole or not at all.
+    fn send(&self, frame: &Frame) -> Result<(), String> {
         // One write per frame (F10). The socket is non-blocking: if its send buffer cannot take the
         // whole frame, the client has stopped reading. We drop it rather than wait or keep a queue;
         // the bytes already sent end mid-event, which the browser discards (§9.2.6), and it
         // reconnects with Last-Event-ID, so the replay gives it back everything it missed.
-        match self.stream.write(frame) {
+        match (&self.stream).write(frame) {
             Ok(n) if n == frame.len() => Ok(()),
             Ok(n) => Err(format!(
                 "send buffer full after {n} of {} bytes (client not reading)",
