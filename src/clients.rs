@@ -172,6 +172,13 @@ impl ClientList {
         log_dropped(inner, dropped);
     }
 
+    /// Test builds only: a bug striking while some thread holds the list, which poisons the mutex.
+    #[cfg(test)]
+    pub fn panic_while_locked(&self) -> ! {
+        let _inner = self.lock();
+        panic!("a simulated bug, while holding the client list");
+    }
+
     /// How many stream clients are connected.
     pub fn len(&self) -> usize {
         self.lock().clients.len()

@@ -89,6 +89,8 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
         (_, "/events") => Err(HttpError::MethodNotAllowed("GET")),
         ("POST", "/publish") => publish(&mut stream, &request, &buf[head_len..], deadline, app),
         (_, "/publish") => Err(HttpError::MethodNotAllowed("POST")),
+        #[cfg(test)]
+        (_, "/test/panic") => app.clients.panic_while_locked(),
         ("GET" | "HEAD", path) => static_file(&app.config, path),
         (_, path) => match static_files::find(&app.config.public_dir, path) {
             Ok(_) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
@@ -227,5 +229,78 @@ fn respond(
     );
     if let Err(e) = http::write_response(stream, &response, head_only) {
         eprintln!("{peer}: could not send the response ({e})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Reads from a stream client until it has seen `n` more ticks, or fails after 5 s.
+    fn read_ticks(stream: &mut TcpStream, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = String::new();
+        let mut buf = [0; 4096];
+        while seen.matches("data: {\"time\"").count() < n {
+            assert!(Instant::now() < deadline, "ticks stopped: {seen:?}");
+            match stream.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    }
+
+    fn open_stream(addr: SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        stream
+    }
+
+    #[test]
+    fn a_panic_while_holding_the_list_stops_nothing_else() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config {
+            tick: Duration::from_millis(20),
+            ..Config::default()
+        };
+        thread::spawn(move || serve(listener, config));
+        let mut before = open_stream(addr);
+        read_ticks(&mut before, 1);
+
+        // One connection's thread panics with the client list locked: the mutex is now poisoned.
+        let mut doomed = TcpStream::connect(addr).unwrap();
+        doomed
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        doomed
+            .write_all(b"GET /test/panic HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            doomed.read(&mut [0; 16]).unwrap(),
+            0,
+            "that connection just closes"
+        );
+
+        // The ticker goes on, the old client still receives, a new one connects, publish works.
+        read_ticks(&mut before, 3);
+        let mut after = open_stream(addr);
+        read_ticks(&mut after, 2);
+        let mut publisher = TcpStream::connect(addr).unwrap();
+        publisher
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        publisher
+            .write_all(b"POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        let mut response = [0; 12];
+        publisher.read_exact(&mut response).unwrap();
+        assert_eq!(&response, b"HTTP/1.1 204");
     }
 }

@@ -1,7 +1,7 @@
 //! The `sse-server` binary itself: configuration from the environment, and what it prints.
 
 mod common;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -80,5 +80,66 @@ fn prints_where_it_listens_and_narrates_a_client() {
     assert!(
         dropped.contains(" dropped: write failed: ") && dropped.ends_with("; 0 connected"),
         "{dropped}"
+    );
+}
+
+#[test]
+fn accepting_survives_running_out_of_file_descriptors() {
+    // 48 open files: room for some 40 streams. Connect 80; the rest wait in the listen queue while
+    // every accept fails with "Too many open files".
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 48 && exec "$0""#)
+        .arg(env!("CARGO_BIN_EXE_sse-server"))
+        .env("PORT", "0")
+        .env("TICK_MS", "50")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let first = stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a first line");
+    let addr: std::net::SocketAddr = first
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let streams: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let out_of_files = (0..500)
+        .filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|line| line.starts_with("accept failed: "));
+    let out_of_files = out_of_files.expect("the server never ran out of file descriptors");
+    assert!(
+        out_of_files.contains("Too many open files")
+            && out_of_files.ends_with("; retrying in 100 ms"),
+        "{out_of_files}"
+    );
+
+    // The clients leave; the server notices on its next writes, and accepts again.
+    drop(streams);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let response = common::raw_text(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+        if response.starts_with("HTTP/1.1 200 OK\r\n") || std::time::Instant::now() > deadline {
+            break response;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        page.starts_with("HTTP/1.1 200 OK\r\n"),
+        "not serving again: {page}"
     );
 }
