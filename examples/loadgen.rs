@@ -375,6 +375,11 @@ fn read_events(
                         }
                     }
                 }
+                // A read shorter than the buffer drained the socket: asking again would only
+                // cost a system call that says "nothing yet".
+                if n < buf.len() {
+                    break;
+                }
             }
         }
         if idle {
