@@ -29,8 +29,8 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
         config,
     });
     let ticker_app = Arc::clone(&app);
-    // The ticker's only work is to lock the list and call `broadcast`: it never touches a socket of
-    // its own, so it cannot fail, and there is nothing to restart.
+    // The ticker only calls the list's methods, and none of them returns an error: a failed
+    // write drops that client, never the ticker.
     thread::spawn(move || {
         ticker::run(
             &ticker_app.clients,
@@ -77,7 +77,16 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
         }
         // A client that connects and leaves without a word (a browser's spare connection): nothing to say.
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
-        Err(e) => return eprintln!("{peer}: no complete request head ({e}); closing"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            let limit = app.config.head_timeout;
+            return eprintln!("{peer}: request head not complete within {limit:?}; closing");
+        }
+        Err(e) => return eprintln!("{peer}: reading the request head failed ({e}); closing"),
     };
     let request = match http::parse_request(&buf[..head_len]) {
         Ok(request) => request,
@@ -142,8 +151,9 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
         .clients
         .connect(writer, peer, last_event_id, handshake.into_bytes())
     else {
-        // The cap is here. A 503 fails the EventSource for good (R1): the browser will not come
-        // back by itself, which is also what we want from a server this full.
+        // The cap is here. Beware: a 503 fails the EventSource for good (R1), so this browser
+        // will not retry until its page is reloaded; only scripts and proxies read Retry-After.
+        // The README says what production servers do instead.
         return respond(
             &mut stream,
             peer,
@@ -251,14 +261,13 @@ mod tests {
         }
     }
 
-    fn open_stream(addr: SocketAddr) -> TcpStream {
+    /// Connects and sends a request, with a read timeout for what comes back.
+    fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
+        stream.write_all(request).unwrap();
         stream
     }
 
@@ -271,17 +280,17 @@ mod tests {
             ..Config::default()
         };
         thread::spawn(move || serve(listener, config));
-        let mut before = open_stream(addr);
+        let mut before = send(addr, b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
         read_ticks(&mut before, 1);
 
         // One connection's thread panics with the client list locked: the mutex is now poisoned.
-        let mut doomed = TcpStream::connect(addr).unwrap();
-        doomed
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        doomed
-            .write_all(b"GET /test/panic HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
+        let mut doomed = send(
+            addr,
+            b"GET /test/panic HTTP/1.1
+Host: a
+
+",
+        );
         assert_eq!(
             doomed.read(&mut [0; 16]).unwrap(),
             0,
@@ -290,15 +299,16 @@ mod tests {
 
         // The ticker goes on, the old client still receives, a new one connects, publish works.
         read_ticks(&mut before, 3);
-        let mut after = open_stream(addr);
+        let mut after = send(addr, b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
         read_ticks(&mut after, 2);
-        let mut publisher = TcpStream::connect(addr).unwrap();
-        publisher
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        publisher
-            .write_all(b"POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
-            .unwrap();
+        let mut publisher = send(
+            addr,
+            b"POST /publish HTTP/1.1
+Host: a
+Content-Length: 2
+
+ok",
+        );
         let mut response = [0; 12];
         publisher.read_exact(&mut response).unwrap();
         assert_eq!(&response, b"HTTP/1.1 204");

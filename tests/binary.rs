@@ -2,7 +2,7 @@
 
 mod common;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -39,9 +39,10 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     receive
 }
 
-#[test]
-fn prints_where_it_listens_and_narrates_a_client() {
-    let mut child = server()
+/// Starts the server (`command` runs it with PORT=0 and TICK_MS=50); returns it, its address,
+/// and its log lines.
+fn launch(mut command: Command) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>) {
+    let mut child = command
         .env("PORT", "0")
         .env("TICK_MS", "50")
         .stdout(Stdio::piped())
@@ -57,8 +58,14 @@ fn prints_where_it_listens_and_narrates_a_client() {
         .strip_prefix("listening on http://")
         .unwrap_or_else(|| panic!("{first}"));
     assert!(addr.starts_with("127.0.0.1:"), "{first}");
+    (child, addr.parse().unwrap(), stderr)
+}
 
-    let mut stream = common::EventStream::open(addr.parse().unwrap(), "Last-Event-ID: 0\r\n");
+#[test]
+fn prints_where_it_listens_and_narrates_a_client() {
+    let (mut child, addr, stderr) = launch(server());
+
+    let mut stream = common::EventStream::open(addr, "Last-Event-ID: 0\r\n");
     stream.next();
     let connected = stderr
         .recv_timeout(Duration::from_secs(5))
@@ -87,26 +94,12 @@ fn prints_where_it_listens_and_narrates_a_client() {
 fn accepting_survives_running_out_of_file_descriptors() {
     // 48 open files: room for some 40 streams. Connect 80; the rest wait in the listen queue while
     // every accept fails with "Too many open files".
-    let mut child = Command::new("sh")
+    let mut limited = Command::new("sh");
+    limited
         .arg("-c")
         .arg(r#"ulimit -n 48 && exec "$0""#)
-        .arg(env!("CARGO_BIN_EXE_sse-server"))
-        .env("PORT", "0")
-        .env("TICK_MS", "50")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let first = stdout
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a first line");
-    let addr: std::net::SocketAddr = first
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
+        .arg(env!("CARGO_BIN_EXE_sse-server"));
+    let (mut child, addr, stderr) = launch(limited);
 
     let streams: Vec<std::net::TcpStream> = (0..80)
         .map(|_| {
