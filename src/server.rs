@@ -284,13 +284,7 @@ mod tests {
         read_ticks(&mut before, 1);
 
         // One connection's thread panics with the client list locked: the mutex is now poisoned.
-        let mut doomed = send(
-            addr,
-            b"GET /test/panic HTTP/1.1
-Host: a
-
-",
-        );
+        let mut doomed = send(addr, b"GET /test/panic HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(
             doomed.read(&mut [0; 16]).unwrap(),
             0,
@@ -303,11 +297,7 @@ Host: a
         read_ticks(&mut after, 2);
         let mut publisher = send(
             addr,
-            b"POST /publish HTTP/1.1
-Host: a
-Content-Length: 2
-
-ok",
+            b"POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok",
         );
         let mut response = [0; 12];
         publisher.read_exact(&mut response).unwrap();
