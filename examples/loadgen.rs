@@ -60,7 +60,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         events: 20,
         interval: Duration::from_millis(200),
         tick_ms: 1000,
-        readers: 2,
+        // As many as the server has writers: one per core, each share in the same order.
+        readers: thread::available_parallelism().map_or(1, |n| n.get()),
         addr: None,
         pid: None,
     };
@@ -187,6 +188,8 @@ struct Client {
     partial: Vec<u8>,
     /// How many `bench` publishes it has read.
     got: usize,
+    /// The server closed the stream.
+    closed: bool,
 }
 
 fn run(options: &Options) -> Result<(), String> {
@@ -232,14 +235,20 @@ fn run(options: &Options) -> Result<(), String> {
         options.clients,
         connect_time.as_secs_f64()
     );
+    // Let the `clients` announcements of the connect phase go by, and read them as a browser
+    // would have: the first measured event should not find a backlog waiting for it.
+    thread::sleep(Duration::from_millis(500));
+    let mut buf = vec![0; 64 * 1024];
+    clients.retain_mut(|client| skip_pending(client, &mut buf).is_ok());
     if clients.is_empty() {
         return Err(String::from("no client could connect"));
     }
     let connected = clients.len();
 
-    // Readers: each polls its share of the sockets, non-blocking (std has no epoll), and notes
-    // the latency of every `bench` event it reads. `published` counts the events sent so far.
+    // Readers: each polls its share of the sockets (see `read_events`) and notes the latency of
+    // every `bench` event it reads. `published` counts the events sent so far.
     let clock = Instant::now();
+    let cpu_before = cpu_times();
     let received: Vec<AtomicUsize> = (0..options.events).map(|_| AtomicUsize::new(0)).collect();
     let published = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -254,8 +263,6 @@ fn run(options: &Options) -> Result<(), String> {
                 scope.spawn(move || read_events(mine, clock, received, published, stop, latencies)),
             );
         }
-        // Let the `clients` announcements of the connect phase go by first.
-        thread::sleep(Duration::from_millis(500));
         let outcome = (0..options.events).try_for_each(|seq| {
             let sent_at = clock.elapsed().as_nanos();
             published.store(seq + 1, Ordering::Relaxed);
@@ -294,6 +301,15 @@ fn run(options: &Options) -> Result<(), String> {
         at(0.99),
         latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e6)
     );
+    // On a virtual machine the host may run other guests on "our" cores: that time is "steal".
+    if let (Some((steal_before, total_before)), Some((steal, total))) = (cpu_before, cpu_times())
+        && total > total_before
+    {
+        println!(
+            "cpu stolen by the hypervisor:  {:.1}% while measuring",
+            100.0 * (steal - steal_before) as f64 / (total - total_before) as f64
+        );
+    }
     match (
         server_status(server.pid, "VmHWM"),
         server_status(server.pid, "VmRSS"),
@@ -339,10 +355,19 @@ fn read_stream_head(mut stream: TcpStream) -> io::Result<Client> {
         stream,
         partial: head.split_off(end),
         got: 0,
+        closed: false,
     })
 }
 
 /// Polls `clients` until told to stop (or for 10 minutes at most); returns how many got every event.
+///
+/// std has no `epoll`, so a reader asks each socket in turn, and every "nothing yet" is a system
+/// call that takes CPU from the server on these same cores. A reader therefore asks in the order
+/// its clients connected, which is the order the server writes them in, and ends a sweep after
+/// [`MISSES`] sockets in a row had nothing: the server has not got that far yet. Then it sleeps
+/// [`PAUSE`] and starts again from the first client still waiting. Were the server to write in
+/// another order, every event would still be read, only later, so the latencies would come out
+/// worse, not better.
 fn read_events(
     mut clients: Vec<Client>,
     clock: Instant,
@@ -351,45 +376,91 @@ fn read_events(
     stop: &AtomicBool,
     latencies: &Mutex<Vec<u64>>,
 ) -> usize {
-    let mut mine = Vec::new();
+    let mut mine = Vec::with_capacity(clients.len() * received.len());
     let mut buf = vec![0; 64 * 1024];
-    for client in &mut clients {
-        let _ = client.stream.set_nonblocking(true);
-    }
     let give_up = Instant::now() + Duration::from_secs(600);
+    // Clients before `first` have read every event published so far: no need to look at them.
+    let (mut first, mut seen) = (0, 0);
     while !stop.load(Ordering::Relaxed) && Instant::now() < give_up {
-        let mut idle = true;
         let published = published.load(Ordering::Relaxed);
-        for client in clients.iter_mut().filter(|client| client.got < published) {
-            while let Ok(n @ 1..) = client.stream.read(&mut buf) {
-                idle = false;
-                let now = clock.elapsed().as_nanos() as u64;
-                client.partial.extend_from_slice(&buf[..n]);
-                while let Some(end) = client.partial.windows(2).position(|w| w == b"\n\n") {
-                    let frame: Vec<u8> = client.partial.drain(..end + 2).collect();
-                    if let Some((seq, sent_at)) = bench_event(&frame) {
-                        mine.push(now.saturating_sub(sent_at));
-                        client.got += 1;
-                        if let Some(count) = received.get(seq) {
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                // A read shorter than the buffer drained the socket: asking again would only
-                // cost a system call that says "nothing yet".
-                if n < buf.len() {
+        if published != seen {
+            (first, seen) = (0, published);
+        }
+        let waiting = |c: &Client| c.got < published && !c.closed;
+        while first < clients.len() && !waiting(&clients[first]) {
+            first += 1;
+        }
+        let mut misses = 0;
+        for client in clients[first..].iter_mut().filter(|c| waiting(c)) {
+            if read_available(client, &mut buf, clock, received, &mut mine) {
+                misses = 0;
+            } else {
+                misses += 1;
+                if misses == MISSES {
                     break;
                 }
             }
         }
-        if idle {
-            thread::sleep(Duration::from_micros(200));
-        }
+        thread::sleep(PAUSE);
     }
     if let Ok(mut all) = latencies.lock() {
         all.extend(mine);
     }
     clients.iter().filter(|c| c.got == received.len()).count()
+}
+
+/// How many clients in a row with nothing to read end a sweep.
+const MISSES: usize = 8;
+
+/// How long a reader sleeps between sweeps; a latency is overstated by at most about this much.
+const PAUSE: Duration = Duration::from_micros(200);
+
+/// Reads and drops the frames `client` was sent so far; from here on its socket is non-blocking.
+fn skip_pending(client: &mut Client, buf: &mut [u8]) -> io::Result<()> {
+    client.stream.set_nonblocking(true)?;
+    loop {
+        match client.stream.read(buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => client.partial.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(end) = client.partial.windows(2).rposition(|w| w == b"\n\n") {
+        client.partial.drain(..end + 2);
+    }
+    Ok(())
+}
+
+/// Reads what `client` has, notes the latency of each `bench` event in it; false if it had nothing.
+fn read_available(
+    client: &mut Client,
+    buf: &mut [u8],
+    clock: Instant,
+    received: &[AtomicUsize],
+    latencies: &mut Vec<u64>,
+) -> bool {
+    let n = match client.stream.read(buf) {
+        Ok(0) => {
+            client.closed = true;
+            return false;
+        }
+        Ok(n) => n,
+        Err(_) => return false,
+    };
+    let now = clock.elapsed().as_nanos() as u64;
+    client.partial.extend_from_slice(&buf[..n]);
+    while let Some(end) = client.partial.windows(2).position(|w| w == b"\n\n") {
+        let frame: Vec<u8> = client.partial.drain(..end + 2).collect();
+        if let Some((seq, sent_at)) = bench_event(&frame) {
+            latencies.push(now.saturating_sub(sent_at));
+            client.got += 1;
+            if let Some(count) = received.get(seq) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    true
 }
 
 /// `(seq, sent_at)` from a frame `id: ..\nevent: publish\ndata: bench SEQ SENT_AT\n\n`.
@@ -426,6 +497,20 @@ fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The machine's (steal, total) CPU time so far, in ticks, from the first line of `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map_while(|n| n.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    Some((*ticks.get(7)?, ticks.iter().take(8).sum()))
 }
 
 /// A number from `/proc/<pid>/status`, such as `VmHWM` (in kB) or `Threads`.
