@@ -19,6 +19,15 @@
 ///
 /// `event_type` is one of the server's own names (`publish`, `clients`, `gap`), never text from a
 /// client, so it holds no line break.
+///
+/// ```
+/// use sse_server::event::frame;
+///
+/// assert_eq!(
+///     frame(Some(7), Some("publish"), "two\nlines"),
+///     "id: 7\nevent: publish\ndata: two\ndata: lines\n\n"
+/// );
+/// ```
 pub fn frame(id: Option<u64>, event_type: Option<&str>, data: &str) -> String {
     let mut out = String::with_capacity(data.len() + 32);
     // §9.2.6 "id": sets the browser's last event ID, which it sends back as `Last-Event-ID` when it
@@ -49,6 +58,10 @@ pub fn frame(id: Option<u64>, event_type: Option<&str>, data: &str) -> String {
 
 /// `retry: <ms>`: how long the browser waits before reconnecting (§9.2.6 "retry"). A frame with no
 /// `data:` fires no event; it only sets the reconnection time.
+///
+/// ```
+/// assert_eq!(sse_server::event::retry(3000), "retry: 3000\n\n");
+/// ```
 pub fn retry(ms: u128) -> String {
     format!("retry: {ms}\n\n")
 }
@@ -56,6 +69,10 @@ pub fn retry(ms: u128) -> String {
 /// A comment frame: §9.2.6 ignores any line that starts with a colon, so it reaches no page. Sent
 /// as a heartbeat, it keeps proxies from closing an idle connection and makes the server write,
 /// which is how it notices a client that vanished without closing (a write fails).
+///
+/// ```
+/// assert_eq!(sse_server::event::comment("heartbeat"), ": heartbeat\n\n");
+/// ```
 pub fn comment(text: &str) -> String {
     format!(": {text}\n\n")
 }
