@@ -42,8 +42,9 @@ struct Inner {
     last_id: u64,
     /// The last [`REPLAY_LEN`] events, oldest first.
     recent: VecDeque<(u64, Frame)>,
-    /// The client count the last `clients` event announced.
-    announced: usize,
+    /// The client count the last `clients` event announced; `None` once a client joined that has
+    /// not heard it (a leave and a join between two announcements leave the count unchanged).
+    announced: Option<usize>,
     last_write: Instant,
     /// How many threads a broadcast writes with: one per core.
     writers: usize,
@@ -66,7 +67,7 @@ impl ClientList {
                 next_client: 0,
                 last_id: 0,
                 recent: VecDeque::with_capacity(REPLAY_LEN),
-                announced: 0,
+                announced: Some(0),
                 last_write: Instant::now(),
                 writers: thread::available_parallelism().map_or(1, |n| n.get()),
             }),
@@ -107,6 +108,7 @@ impl ClientList {
         let id = inner.next_client;
         inner.clients.insert(id, Client { stream, peer });
         inner.catching_up.insert(id, backlog);
+        inner.announced = None;
         let count = inner.clients.len();
         drop(inner);
         eprintln!("{peer} connected ({replay_note}); {count} connected");
@@ -150,14 +152,15 @@ impl ClientList {
         id
     }
 
-    /// Sends `event: clients` with the number of connected clients, if it changed since the last one.
+    /// Sends `event: clients` with the number of connected clients, if it changed since the last
+    /// one or a client joined since (so every new client hears it).
     pub fn announce_count(&self) {
         let mut inner = self.lock();
         let count = inner.clients.len();
-        if count == inner.announced {
+        if inner.announced == Some(count) {
             return;
         }
-        inner.announced = count;
+        inner.announced = Some(count);
         let (_, dropped) = inner.broadcast(Some("clients"), &count.to_string());
         log_dropped(inner, dropped);
     }
@@ -318,5 +321,35 @@ fn log_dropped(inner: MutexGuard<'_, Inner>, dropped: Dropped) {
     drop(inner);
     for (peer, reason) in dropped {
         eprintln!("{peer} dropped: {reason}; {left} connected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// The server's end of a fresh loopback connection, and the client's end to keep it open.
+    fn connection() -> (TcpStream, SocketAddr, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, peer) = listener.accept().expect("accept");
+        (server, peer, client)
+    }
+
+    #[test]
+    fn a_client_that_joins_as_another_leaves_still_hears_the_count() {
+        let list = ClientList::new(10);
+        let (stream, peer, _first_end) = connection();
+        let first = list.connect(stream, peer, None, Vec::new()).expect("room");
+        list.announce_count();
+        list.disconnect(first, String::from("left"));
+        let (stream, peer, _second_end) = connection();
+        let second = list.connect(stream, peer, None, Vec::new()).expect("room");
+        // Still one client, as last announced; but this one has not heard it.
+        list.announce_count();
+        let backlog = list.next_backlog(second).expect("still catching up");
+        let frames: Vec<&[u8]> = backlog.iter().map(|frame| &frame[..]).collect();
+        assert_eq!(frames, [&b""[..], b"id: 2\nevent: clients\ndata: 1\n\n"]);
     }
 }
