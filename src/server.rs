@@ -209,7 +209,7 @@ fn publish(
     let text = String::from_utf8(body).map_err(|_| HttpError::BadRequest("body is not UTF-8"))?;
     let id = app.clients.broadcast(Some("publish"), &text);
     eprintln!(
-        "published {} bytes as event {id} to {} clients",
+        "published {} bytes as event {id}; {} connected",
         text.len(),
         app.clients.len()
     );
