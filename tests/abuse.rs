@@ -2,21 +2,13 @@
 
 mod common;
 use common::{
-    EventStream, READ_TIMEOUT, SpecParser, config, connect, publish, read_to_close, start,
+    EventStream, READ_TIMEOUT, SpecParser, config, connect, publish, quiet, read_to_close, start,
 };
 use sse_server::Config;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// A config with no ticks: the only events are the ones a test causes.
-fn quiet() -> Config {
-    Config {
-        tick: Duration::from_secs(3600),
-        ..config()
-    }
-}
 
 #[test]
 fn a_client_that_stops_reading_delays_no_one_and_is_dropped() {

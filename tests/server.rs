@@ -1,19 +1,11 @@
 //! The server over real sockets: every route, every status, and the stream as a browser reads it.
 
 mod common;
-use common::{EventStream, agent, config, publish, raw, raw_text, start, status};
+use common::{EventStream, agent, config, publish, quiet, raw, raw_text, start, status};
 use sse_server::Config;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// A config whose ticker stays quiet, so a test sees only the events it causes.
-fn quiet() -> Config {
-    Config {
-        tick: Duration::from_secs(3600),
-        ..config()
-    }
-}
 
 // ---- The page and static files ----
 

@@ -22,6 +22,14 @@ pub fn config() -> Config {
     }
 }
 
+/// A config with no ticks: the only events are the ones a test causes.
+pub fn quiet() -> Config {
+    Config {
+        tick: Duration::from_secs(3600),
+        ..config()
+    }
+}
+
 /// Starts a server on an ephemeral loopback port and returns its address.
 pub fn start(config: Config) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
