@@ -137,10 +137,8 @@ impl ClientList {
     /// Drops a client whose own thread failed to write its handshake or replay.
     pub fn disconnect(&self, id: u64, reason: String) {
         let mut inner = self.lock();
-        inner.catching_up.remove(&id);
-        if let Some(client) = inner.clients.remove(&id) {
-            let _ = client.stream.shutdown(Shutdown::Both);
-            log_dropped(inner, vec![(client.peer, reason)]);
+        if let Some(peer) = inner.remove(id) {
+            log_dropped(inner, vec![(peer, reason)]);
         }
     }
 
@@ -245,16 +243,19 @@ impl Inner {
                 });
             }
         });
-        let mut dropped = Vec::new();
-        for (id, reason) in failed {
-            self.catching_up.remove(&id);
-            if let Some(client) = self.clients.remove(&id) {
-                // Wakes the client's own thread too, if it is still writing the replay.
-                let _ = client.stream.shutdown(Shutdown::Both);
-                dropped.push((client.peer, reason));
-            }
-        }
-        dropped
+        failed
+            .into_iter()
+            .filter_map(|(id, reason)| Some((self.remove(id)?, reason)))
+            .collect()
+    }
+
+    /// Takes a client out of the list and closes its socket, which also wakes its own thread if it
+    /// is still writing the replay. Returns its address, for the log.
+    fn remove(&mut self, id: u64) -> Option<SocketAddr> {
+        self.catching_up.remove(&id);
+        let client = self.clients.remove(&id)?;
+        let _ = client.stream.shutdown(Shutdown::Both);
+        Some(client.peer)
     }
 
     /// Queues the events after `last_event_id` behind the handshake; returns a note for the log.
