@@ -103,7 +103,7 @@ fn accepting_survives_running_out_of_file_descriptors() {
 
     let streams: Vec<std::net::TcpStream> = (0..80)
         .map(|_| {
-            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            let mut stream = common::connect(addr);
             stream
                 .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
                 .unwrap();
