@@ -53,7 +53,13 @@ struct Inner {
 struct Client {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The lab's `end_after`: the id of the last event this stream gets before the server ends
+    /// it. `None` for an ordinary stream, which runs until one side closes it.
+    last_event: Option<u64>,
 }
+
+/// Why a lab stream with `end_after` leaves the list: not a failure, the end it asked for.
+const ENDED: &str = "end_after reached, stream ended; a browser reconnects after its retry time";
 
 /// Why a client left, for the log.
 type Dropped = Vec<(SocketAddr, String)>;
@@ -88,12 +94,14 @@ impl ClientList {
     /// Returns the client's id, or `None` when `max_clients` streams are already open. The
     /// replay is chosen under the same lock that `broadcast` takes, so no event can fall between
     /// the replay and the live events that follow: none is missed and none arrives twice.
+    /// `end_after` (the lab) ends the stream after that many events, replayed ones included.
     pub fn connect(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         last_event_id: Option<u64>,
         handshake: Vec<u8>,
+        end_after: Option<u64>,
     ) -> Option<u64> {
         let mut inner = self.lock();
         if inner.clients.len() >= self.max_clients {
@@ -104,9 +112,25 @@ impl ClientList {
             None => String::from("new stream"),
             Some(n) => inner.queue_replay(n, &mut backlog),
         };
+        // Every event from here on goes to every client with the next id, so the stream's last
+        // event is known now: the n-th of the backlog, or the live event that makes n.
+        let last_event = end_after.map(|n| {
+            let queued = backlog.len() as u64 - 1;
+            if queued >= n {
+                backlog.truncate(1 + n as usize);
+                inner.last_id
+            } else {
+                inner.last_id + (n - queued)
+            }
+        });
         inner.next_client += 1;
         let id = inner.next_client;
-        inner.clients.insert(id, Client { stream, peer });
+        let client = Client {
+            stream,
+            peer,
+            last_event,
+        };
+        inner.clients.insert(id, client);
         inner.catching_up.insert(id, backlog);
         inner.announced = None;
         let count = inner.clients.len();
@@ -124,6 +148,13 @@ impl ClientList {
             return Some(std::mem::take(backlog));
         }
         inner.catching_up.remove(&id);
+        // A lab stream whose last event was in its backlog ends here instead of going live.
+        let last_event = inner.clients.get(&id)?.last_event;
+        if last_event.is_some_and(|last| last <= inner.last_id) {
+            let peer = inner.remove(id)?;
+            log_dropped(inner, vec![(peer, String::from(ENDED))]);
+            return None;
+        }
         // Caught up. Non-blocking from now on: a broadcast's write to a client that stopped reading
         // fails at once (and drops it) instead of waiting for room while every other client waits too.
         let live = inner.clients.get(&id)?.stream.set_nonblocking(true);
@@ -169,7 +200,8 @@ impl ClientList {
         if inner.last_write.elapsed() < idle {
             return;
         }
-        let dropped = inner.send_to_all(&Frame::from(event::comment("heartbeat").into_bytes()));
+        let heartbeat = Frame::from(event::comment("heartbeat").into_bytes());
+        let dropped = inner.send_to_all(&heartbeat, None);
         log_dropped(inner, dropped);
     }
 
@@ -199,17 +231,26 @@ impl Inner {
             self.recent.pop_front();
         }
         self.recent.push_back((id, frame.clone()));
-        (id, self.send_to_all(&frame))
+        (id, self.send_to_all(&frame, Some(id)))
     }
 
     /// The one pass that writes to every client, and the one place a failed write drops one.
-    fn send_to_all(&mut self, frame: &Frame) -> Dropped {
+    /// `id` is the frame's event id; a heartbeat comment has none.
+    fn send_to_all(&mut self, frame: &Frame, id: Option<u64>) -> Dropped {
         self.last_write = Instant::now();
         let mut failed = Vec::new();
-        // A client still writing its replay gets the frame queued behind it, in order.
-        for (id, backlog) in &mut self.catching_up {
+        // A client still writing its replay gets the frame queued behind it, in order, unless its
+        // lab stream ends before this event.
+        for (client_id, backlog) in &mut self.catching_up {
+            let last_event = self.clients.get(client_id).and_then(|c| c.last_event);
+            if id.is_some_and(|id| last_event.is_some_and(|last| id > last)) {
+                continue;
+            }
             if backlog.len() >= MAX_BACKLOG {
-                failed.push((*id, String::from("fell too far behind while catching up")));
+                failed.push((
+                    *client_id,
+                    String::from("fell too far behind while catching up"),
+                ));
             } else {
                 backlog.push(frame.clone());
             }
@@ -231,21 +272,21 @@ impl Inner {
                     (
                         share,
                         thread::Builder::new()
-                            .spawn_scoped(scope, move || write_share(share, frame)),
+                            .spawn_scoped(scope, move || write_share(share, frame, id)),
                     )
                 })
                 .collect();
-            failed.extend(write_share(first, frame));
+            failed.extend(write_share(first, frame, id));
             for (share, writer) in others {
                 failed.extend(match writer {
                     Ok(writer) => writer.join().unwrap_or_default(),
-                    Err(_) => write_share(share, frame),
+                    Err(_) => write_share(share, frame, id),
                 });
             }
         });
         failed
             .into_iter()
-            .filter_map(|(id, reason)| Some((self.remove(id)?, reason)))
+            .filter_map(|(client_id, reason)| Some((self.remove(client_id)?, reason)))
             .collect()
     }
 
@@ -287,11 +328,19 @@ impl Inner {
     }
 }
 
-/// Writes a frame to a share of the live clients; returns the ones that failed, and why.
-fn write_share(share: &[(&u64, &Client)], frame: &Frame) -> Vec<(u64, String)> {
+/// Writes a frame (event `id`) to a share of the live clients; returns the ones that leave, and
+/// why: a failed write, or a lab stream that just got its last event.
+fn write_share(share: &[(&u64, &Client)], frame: &Frame, id: Option<u64>) -> Vec<(u64, String)> {
     share
         .iter()
-        .filter_map(|(id, client)| client.send(frame).err().map(|reason| (**id, reason)))
+        .filter_map(|(client_id, client)| {
+            let reason = match client.send(frame) {
+                Err(reason) => reason,
+                Ok(()) if id.is_some() && id == client.last_event => String::from(ENDED),
+                Ok(()) => return None,
+            };
+            Some((**client_id, reason))
+        })
         .collect()
 }
 
@@ -342,15 +391,61 @@ mod tests {
     fn a_client_that_joins_as_another_leaves_still_hears_the_count() {
         let list = ClientList::new(10);
         let (stream, peer, _first_end) = connection();
-        let first = list.connect(stream, peer, None, Vec::new()).expect("room");
+        let first = list
+            .connect(stream, peer, None, Vec::new(), None)
+            .expect("room");
         list.announce_count();
         list.disconnect(first, String::from("left"));
         let (stream, peer, _second_end) = connection();
-        let second = list.connect(stream, peer, None, Vec::new()).expect("room");
+        let second = list
+            .connect(stream, peer, None, Vec::new(), None)
+            .expect("room");
         // Still one client, as last announced; but this one has not heard it.
         list.announce_count();
         let backlog = list.next_backlog(second).expect("still catching up");
         let frames: Vec<&[u8]> = backlog.iter().map(|frame| &frame[..]).collect();
         assert_eq!(frames, [&b""[..], b"id: 2\nevent: clients\ndata: 1\n\n"]);
+    }
+
+    /// The frames a new client's thread would write, in order, until it goes live or ends.
+    fn backlog_of(list: &ClientList, id: u64) -> Vec<String> {
+        let mut frames = Vec::new();
+        while let Some(more) = list.next_backlog(id) {
+            frames.extend(more.iter().map(|f| String::from_utf8_lossy(f).into_owned()));
+        }
+        frames
+    }
+
+    #[test]
+    fn end_after_stops_queueing_behind_a_client_still_catching_up() {
+        let list = ClientList::new(10);
+        list.broadcast(None, "one");
+        list.broadcast(None, "two");
+        // Comes back having seen nothing: the replay alone holds its one event.
+        let (stream, peer, _end) = connection();
+        let id = list
+            .connect(stream, peer, Some(0), b"head\n".to_vec(), Some(1))
+            .expect("room");
+        // Live events while its thread has not even started writing: none of them is its.
+        list.broadcast(None, "three");
+        assert_eq!(backlog_of(&list, id), ["head\n", "id: 1\ndata: one\n\n"]);
+        assert!(list.is_empty(), "ended, not live");
+    }
+
+    #[test]
+    fn end_after_takes_live_events_queued_during_the_replay_up_to_n() {
+        let list = ClientList::new(10);
+        let (stream, peer, _end) = connection();
+        let id = list
+            .connect(stream, peer, None, b"head\n".to_vec(), Some(2))
+            .expect("room");
+        for text in ["a", "b", "c"] {
+            list.broadcast(None, text);
+        }
+        assert_eq!(
+            backlog_of(&list, id),
+            ["head\n", "id: 1\ndata: a\n\n", "id: 2\ndata: b\n\n"]
+        );
+        assert!(list.is_empty(), "ended, not live");
     }
 }

@@ -1,7 +1,8 @@
 //! Configuration: the defaults, and reading them from the environment.
 //!
-//! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000) and `MAX_CLIENTS` (10000). Tests build a
-//! [`Config`] directly, with short periods, so they never wait through real seconds.
+//! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000), `HEARTBEAT_MS` (15000), `RETRY_MS` (3000)
+//! and `MAX_CLIENTS` (10000). Tests build a [`Config`] directly, with short periods, so they never
+//! wait through real seconds.
 
 use std::env::VarError;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -42,8 +43,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads `PORT`, `HOST`, `TICK_MS` and `MAX_CLIENTS` through `var` (`std::env::var` in
-    /// `main`). The error is one line that names the variable.
+    /// Reads `PORT`, `HOST`, `TICK_MS`, `HEARTBEAT_MS`, `RETRY_MS` and `MAX_CLIENTS` through `var`
+    /// (`std::env::var` in `main`). The error is one line that names the variable.
     pub fn from_env(var: impl Fn(&str) -> Result<String, VarError>) -> Result<Config, String> {
         let get = |name: &str| match var(name) {
             Ok(value) => Ok(Some(value)),
@@ -75,6 +76,8 @@ impl Config {
         Ok(Config {
             addr,
             tick: Duration::from_millis(number("TICK_MS", 1000, 1, 86_400_000)?),
+            heartbeat: Duration::from_millis(number("HEARTBEAT_MS", 15_000, 1, 86_400_000)?),
+            retry: Duration::from_millis(number("RETRY_MS", 3000, 0, 600_000)?),
             max_clients: number("MAX_CLIENTS", 10_000, 1, 1_000_000)? as usize,
             ..Config::default()
         })
@@ -99,6 +102,8 @@ mod tests {
         let config = from(&[]).unwrap();
         assert_eq!(config.addr, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(config.tick, Duration::from_secs(1));
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.retry, Duration::from_secs(3));
         assert_eq!(config.max_clients, 10_000);
     }
 
@@ -108,9 +113,13 @@ mod tests {
             ("PORT", "8080"),
             ("HOST", "::1"),
             ("TICK_MS", "250"),
+            ("HEARTBEAT_MS", "2000"),
+            ("RETRY_MS", "0"),
             ("MAX_CLIENTS", "5"),
         ])
         .unwrap();
+        assert_eq!(config.heartbeat, Duration::from_secs(2));
+        assert_eq!(config.retry, Duration::ZERO);
         assert_eq!(config.addr, "[::1]:8080".parse().unwrap());
         assert_eq!(config.tick, Duration::from_millis(250));
         assert_eq!(config.max_clients, 5);
@@ -132,6 +141,14 @@ mod tests {
             from(&[("TICK_MS", "-5")])
                 .unwrap_err()
                 .starts_with("TICK_MS=")
+        );
+        assert_eq!(
+            from(&[("RETRY_MS", "600001")]).unwrap_err(),
+            r#"RETRY_MS="600001" is invalid: expected a whole number from 0 to 600000"#
+        );
+        assert_eq!(
+            from(&[("HEARTBEAT_MS", "0")]).unwrap_err(),
+            r#"HEARTBEAT_MS="0" is invalid: expected a whole number from 1 to 86400000"#
         );
         assert!(
             from(&[("MAX_CLIENTS", "")])

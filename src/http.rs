@@ -95,6 +95,11 @@ impl Request {
         self.target.split('?').next().unwrap_or_default()
     }
 
+    /// The query string, after the `?`; empty if there is none.
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, query)| query)
+    }
+
     /// The first header with this name; names are case-insensitive (RFC 9110 §5.1).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -255,6 +260,28 @@ pub fn read_body(
     Ok(body)
 }
 
+/// Decodes `%XX` escapes (RFC 3986 §2.1). `None` for a `%` not followed by two hex digits.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            // Checked first: `from_str_radix` alone would also take a sign, as in `%+f`.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 fn time_left(deadline: Instant) -> io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -339,20 +366,28 @@ fn close_gracefully(stream: &mut TcpStream) {
     }
 }
 
-/// The reason phrase for each status this server sends (RFC 9110 §15).
+/// The reason phrase for each status this server sends (RFC 9110 §15). The lab can send any status
+/// from 400 to 599; one not named here goes out with an empty phrase, which HTTP/1.1 allows.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        410 => "Gone",
         411 => "Length Required",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "",
     }
 }
@@ -527,6 +562,23 @@ mod tests {
             parse_request(b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n").unwrap_err(),
             HttpError::BadRequest("request head is not UTF-8")
         );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("/a%20b%2F").unwrap(), b"/a b/");
+        assert_eq!(percent_decode("%e2%9C%93").unwrap(), "✓".as_bytes());
+        for bad in ["%", "%4", "%zz", "%+f", "%-1", "% 1"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn query_is_what_follows_the_question_mark() {
+        let r = parse("GET /events?end_after=3&retry=500 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(r.query(), "end_after=3&retry=500");
+        let r = parse("GET /events HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(r.query(), "");
     }
 
     #[test]

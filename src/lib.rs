@@ -8,11 +8,13 @@
 //! - [`ticker`]: the thread that feeds the list: the time, the client count, heartbeats.
 //! - [`static_files`]: the page and its assets from `public/`.
 //! - [`server`]: the accept loop, one thread per connection, routing, and the stream handshake.
+//! - [`lab`]: query-string switches that make `/events` misbehave on purpose, for experiments.
 
 pub mod clients;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod lab;
 pub mod server;
 pub mod static_files;
 pub mod ticker;

@@ -1,11 +1,12 @@
 //! The server: accept connections, give each its own thread, read its request and route it.
 //!
 //! Start with [`stream_events`]: it is the whole Server-Sent Events handshake, step by step. The
-//! rest is plain HTTP: the page from `public/` and `POST /publish`.
+//! rest is plain HTTP: the page from `public/`, `POST /publish`, and `GET /lab/seen` for the lab.
 
 use crate::clients::ClientList;
 use crate::config::Config;
 use crate::http::{self, HttpError, Request, Response};
+use crate::lab::{self, Lab};
 use crate::{event, static_files, ticker};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,12 +21,15 @@ pub const MAX_PUBLISH: u64 = 64 * 1024;
 struct App {
     config: Config,
     clients: ClientList,
+    /// The lab's request counts, by `run` label.
+    runs: lab::Runs,
 }
 
 /// Serves on `listener` forever: starts the ticker, then accepts connections.
 pub fn serve(listener: TcpListener, config: Config) -> ! {
     let app = Arc::new(App {
         clients: ClientList::new(config.max_clients),
+        runs: lab::Runs::default(),
         config,
     });
     let ticker_app = Arc::clone(&app);
@@ -73,6 +77,7 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
                 "(head too large)",
                 Err(HttpError::HeadTooLarge),
                 false,
+                "",
             );
         }
         // A client that connects and leaves without a word (a browser's spare connection): nothing to say.
@@ -90,7 +95,7 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
     };
     let request = match http::parse_request(&buf[..head_len]) {
         Ok(request) => request,
-        Err(e) => return respond(&mut stream, peer, "(malformed request)", Err(e), false),
+        Err(e) => return respond(&mut stream, peer, "(malformed request)", Err(e), false, ""),
     };
     let summary = format!("{} {}", request.method, request.target);
     let response = match (request.method.as_str(), request.path()) {
@@ -98,6 +103,8 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
         (_, "/events") => Err(HttpError::MethodNotAllowed("GET")),
         ("POST", "/publish") => publish(&mut stream, &request, &buf[head_len..], deadline, app),
         (_, "/publish") => Err(HttpError::MethodNotAllowed("POST")),
+        ("GET", "/lab/seen") => lab_seen(&request, app),
+        (_, "/lab/seen") => Err(HttpError::MethodNotAllowed("GET")),
         #[cfg(test)]
         (_, "/test/panic") => app.clients.panic_while_locked(),
         ("GET" | "HEAD", path) => static_file(&app.config, path),
@@ -113,16 +120,44 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
         &summary,
         response,
         request.method == "HEAD",
+        "",
     );
 }
 
 /// `GET /events`: the Server-Sent Events handshake, then the stream.
 fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app: &App) {
+    let summary = format!("GET {}", request.target);
+    // Any answer here but the stream fails a browser's EventSource; the log says what it does.
+    let refuse = |stream: &mut TcpStream, response: Result<Response, HttpError>| {
+        let status = response
+            .as_ref()
+            .map_or_else(HttpError::status, |r| r.status);
+        let note = format!(": {}", lab::verdict(status));
+        respond(stream, peer, &summary, response, false, &note);
+    };
+
+    // Step 0, the lab (lab.rs): switches in the query string that make this stream misbehave on
+    // purpose. A plain `GET /events` has none: `lab` is all `None` and changes nothing below.
+    let lab = match Lab::parse(request.query()) {
+        Ok(lab) => lab,
+        Err(e) => return refuse(&mut stream, Err(e)),
+    };
+    if let Some(run) = &lab.run {
+        app.runs.saw(run);
+    }
+    if let Some(status) = lab.status {
+        return refuse(&mut stream, Ok(lab::status_response(status)));
+    }
+    if lab.is_on() {
+        eprintln!("{peer} {summary} -> 200 {}", lab.describe());
+    }
+
     // Step 1: the response head. `200` with `Content-Type: text/event-stream` is what an
     // `EventSource` checks before reading a single event; any other status or type "fails the
-    // connection" and the browser never retries (§9.2.3, SPEC-NOTES R1).
+    // connection" and the browser never retries (§9.2.2-§9.2.3).
     let mut handshake = String::from("HTTP/1.1 200 OK\r\n");
-    handshake += "Content-Type: text/event-stream\r\n";
+    let content_type = lab.content_type.as_deref().unwrap_or("text/event-stream");
+    handshake += &format!("Content-Type: {content_type}\r\n");
     // Never cache a live stream (R5); tell nginx-style proxies not to buffer it either (R7).
     handshake += "Cache-Control: no-cache\r\n";
     handshake += "X-Accel-Buffering: no\r\n";
@@ -131,13 +166,17 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     handshake += "\r\n";
 
     // Step 2: the first frame sets the browser's reconnection delay (§9.2.6 "retry").
-    handshake += &event::retry(app.config.retry.as_millis());
+    handshake += &event::retry(lab.retry.unwrap_or(app.config.retry).as_millis());
 
     // Step 3: a reconnecting browser sends the id of the last event it saw (§9.2.4). A value we
     // cannot read is ignored, never refused: any answer but 200 would stop the browser for good.
-    let last_event_id = request
-        .header("last-event-id")
-        .and_then(|id| id.trim().parse::<u64>().ok());
+    let last_event_id_header = request.header("last-event-id");
+    let last_event_id = last_event_id_header.and_then(|id| id.trim().parse::<u64>().ok());
+    // A lab stream says first what it received, so a page can show what its browser sent.
+    if lab.is_on() {
+        let echo = lab::echo(last_event_id_header);
+        handshake += &event::frame(None, Some("lab"), &echo);
+    }
 
     // Step 4: join the client list. Under its lock the list queues, behind this handshake, the
     // events missed since `last_event_id`, so the replay and the live events meet with no gap.
@@ -147,20 +186,18 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
         Ok(writer) => writer,
         Err(e) => return eprintln!("{peer}: cannot clone the socket ({e}); closing"),
     };
-    let Some(id) = app
-        .clients
-        .connect(writer, peer, last_event_id, handshake.into_bytes())
-    else {
-        // The cap is here. Beware: a 503 fails the EventSource for good (R1), so this browser
+    let joined = app.clients.connect(
+        writer,
+        peer,
+        last_event_id,
+        handshake.into_bytes(),
+        lab.end_after,
+    );
+    let Some(id) = joined else {
+        // The cap is here. Beware: a 503 fails the EventSource for good (§9.2.2), so this browser
         // will not retry until its page is reloaded; only scripts and proxies read Retry-After.
         // The README says what production servers do instead.
-        return respond(
-            &mut stream,
-            peer,
-            "GET /events",
-            Err(HttpError::TooManyClients),
-            false,
-        );
+        return refuse(&mut stream, Err(HttpError::TooManyClients));
     };
 
     // Step 5: write the handshake and replay from this thread, which may wait on a slow reader
@@ -174,6 +211,20 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
             }
         }
     }
+}
+
+/// `GET /lab/seen?run=LABEL`: how many `GET /events` requests carried `run=LABEL`, as a bare
+/// number. The lab's page asks this to show that a browser sent no second request after a `204`.
+fn lab_seen(request: &Request, app: &App) -> Result<Response, HttpError> {
+    let run = Lab::parse(request.query())?
+        .run
+        .ok_or(HttpError::BadRequest("run: expected ?run=LABEL"))?;
+    let count = app.runs.count(&run).to_string();
+    Ok(Response::new(
+        200,
+        "text/plain; charset=utf-8",
+        count.into_bytes(),
+    ))
 }
 
 /// `POST /publish`: broadcasts the body as `event: publish`.
@@ -223,17 +274,19 @@ fn static_file(config: &Config, path: &str) -> Result<Response, HttpError> {
     Ok(Response::new(200, static_files::content_type(&file), body))
 }
 
-/// Writes the answer to a non-stream request, logs it, and closes the connection.
+/// Writes the answer to a non-stream request, logs it, and closes the connection. `note` goes on
+/// the log line after the status: what a browser makes of the answer, where that is worth saying.
 fn respond(
     stream: &mut TcpStream,
     peer: SocketAddr,
     summary: &str,
     response: Result<Response, HttpError>,
     head_only: bool,
+    note: &str,
 ) {
     let response = response.unwrap_or_else(|e| e.response());
     eprintln!(
-        "{peer} {summary} -> {} {}",
+        "{peer} {summary} -> {} {}{note}",
         response.status,
         http::reason(response.status)
     );

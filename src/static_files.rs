@@ -4,7 +4,7 @@
 //! `..`, `%2e%2e`, a backslash or a symlink are all ways to climb out of the folder. Left out on
 //! purpose: caching headers, ranges, directory listings, compression.
 
-use crate::http::HttpError;
+use crate::http::{HttpError, percent_decode};
 use std::path::{Path, PathBuf};
 
 /// Finds the file a URL path names inside `public_dir`: `/` is `index.html`.
@@ -58,24 +58,6 @@ pub fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// Decodes `%XX` escapes (RFC 3986 §2.1). `None` for a `%` not followed by two hex digits.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,12 +107,6 @@ mod tests {
     #[test]
     fn missing_file_is_not_found() {
         assert_eq!(find(&public(), "/nope.html"), Err(HttpError::NotFound));
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("/a%20b%2F").unwrap(), b"/a b/");
-        assert_eq!(percent_decode("%"), None);
     }
 
     #[test]

@@ -16,6 +16,8 @@ fn invalid_variable_exits_2_naming_it() {
         ("PORT", "http"),
         ("TICK_MS", "0"),
         ("MAX_CLIENTS", "lots"),
+        ("RETRY_MS", "600001"),
+        ("HEARTBEAT_MS", "soon"),
         ("HOST", "no such host!"),
     ] {
         let output = server().env(name, value).output().unwrap();
@@ -39,12 +41,14 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     receive
 }
 
-/// Starts the server (`command` runs it with PORT=0 and TICK_MS=50); returns it, its address,
-/// and its log lines.
+/// Starts the server (`command` runs it with PORT=0, and TICK_MS=50 unless it sets its own);
+/// returns it, its address, and its log lines.
 fn launch(mut command: Command) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>) {
+    if !command.get_envs().any(|(name, _)| name == "TICK_MS") {
+        command.env("TICK_MS", "50");
+    }
     let mut child = command
         .env("PORT", "0")
-        .env("TICK_MS", "50")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -87,6 +91,49 @@ fn prints_where_it_listens_and_narrates_a_client() {
     assert!(
         dropped.contains(" dropped: write failed: ") && dropped.ends_with("; 0 connected"),
         "{dropped}"
+    );
+}
+
+#[test]
+fn retry_and_heartbeat_come_from_the_environment() {
+    let mut command = server();
+    // Ticks an hour apart: the only thing written after the count is the heartbeat.
+    command
+        .env("TICK_MS", "3600000")
+        .env("RETRY_MS", "1234")
+        .env("HEARTBEAT_MS", "50");
+    let (mut child, addr, _stderr) = launch(command);
+    let mut stream = common::EventStream::open(addr, "");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stream.body.len() < 13 || stream.parser.comments == 0 {
+        assert!(std::time::Instant::now() < deadline, "no heartbeat");
+        assert!(stream.read_more());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(&stream.body[..13], b"retry: 1234\n\n");
+}
+
+#[test]
+fn lab_answers_are_narrated() {
+    let (mut child, addr, stderr) = launch(server());
+    let request = format!("GET /events?status=204 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let response = common::raw_text(addr, &request);
+    assert!(
+        response.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{response}"
+    );
+    let line = (0..50)
+        .filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|line| line.contains("status=204"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a log line for the lab request");
+    let (peer, rest) = line.split_once(' ').unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "{line}");
+    assert_eq!(
+        rest,
+        "GET /events?status=204 -> 204 No Content: the browser stops reconnecting (204 is the spec's way to say stop, §9.2.1)"
     );
 }
 

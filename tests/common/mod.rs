@@ -199,9 +199,14 @@ pub struct EventStream {
 impl EventStream {
     /// Opens a stream; `extra_headers` are whole header lines, each ending in CRLF.
     pub fn open(addr: SocketAddr, extra_headers: &str) -> EventStream {
+        EventStream::open_at(addr, "/events", extra_headers)
+    }
+
+    /// Opens a stream at `target`, such as `/events?end_after=3` (the lab's switches).
+    pub fn open_at(addr: SocketAddr, target: &str, extra_headers: &str) -> EventStream {
         let mut tcp = connect(addr);
         let request = format!(
-            "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{extra_headers}\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{extra_headers}\r\n"
         );
         tcp.write_all(request.as_bytes()).expect("send request");
         let mut stream = EventStream {
@@ -240,6 +245,21 @@ impl EventStream {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
             Err(e) => panic!("reading the stream: {e}"),
         }
+    }
+
+    /// Reads until the server closes the stream, failing the test after [`READ_TIMEOUT`]; returns
+    /// the events still unread.
+    pub fn read_to_end(&mut self) -> Vec<Event> {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while self.read_more() {
+            assert!(Instant::now() < deadline, "the stream did not end");
+        }
+        self.queued.drain(..).collect()
+    }
+
+    /// The body so far as text.
+    pub fn body_text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("the stream is UTF-8")
     }
 
     /// The next event, failing the test after [`READ_TIMEOUT`].

@@ -1,0 +1,327 @@
+//! The lab's switches over real sockets: exact statuses, heads and bytes.
+
+mod common;
+use common::{EventStream, agent, publish, quiet, raw_text, start};
+
+/// The head of every stream, with this `Content-Type`.
+fn stream_head(content_type: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
+    )
+}
+
+/// A whole `GET` of `target` over a raw socket.
+fn get(addr: std::net::SocketAddr, target: &str) -> String {
+    raw_text(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    )
+}
+
+// ---- status=N ----
+
+#[test]
+fn status_204_is_a_bare_204() {
+    let addr = start(quiet());
+    assert_eq!(
+        get(addr, "/events?status=204"),
+        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+    );
+}
+
+#[test]
+fn status_503_says_what_a_browser_does_and_offers_retry_after() {
+    let addr = start(quiet());
+    let body = "503 (lab): a browser fails the connection: readyState CLOSED, no retry, whatever Retry-After says\n";
+    assert_eq!(
+        get(addr, "/events?status=503"),
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    );
+}
+
+#[test]
+fn status_takes_any_client_or_server_error() {
+    let addr = start(quiet());
+    for (status, line) in [
+        (404, "HTTP/1.1 404 Not Found\r\n"),
+        (400, "HTTP/1.1 400 Bad Request\r\n"),
+        (418, "HTTP/1.1 418 \r\n"),
+        (599, "HTTP/1.1 599 \r\n"),
+    ] {
+        let response = get(addr, &format!("/events?status={status}"));
+        assert!(response.starts_with(line), "{status}: {response}");
+        assert!(
+            response.ends_with(&format!("\r\n\r\n{status} (lab): a browser fails the connection: readyState CLOSED, no retry, whatever Retry-After says\n")),
+            "{status}: {response}"
+        );
+        assert!(
+            !response.contains("\r\nRetry-After:"),
+            "{status}: {response}"
+        );
+    }
+}
+
+// ---- Bad values ----
+
+#[test]
+fn a_bad_value_is_400_naming_the_switch_and_its_range() {
+    let addr = start(quiet());
+    for (query, why) in [
+        (
+            "status=200",
+            "status: expected 204, or a whole number from 400 to 599",
+        ),
+        (
+            "status=abc",
+            "status: expected 204, or a whole number from 400 to 599",
+        ),
+        (
+            "end_after=0",
+            "end_after: expected a whole number from 1 to 1000",
+        ),
+        (
+            "end_after=1001",
+            "end_after: expected a whole number from 1 to 1000",
+        ),
+        (
+            "retry=-1",
+            "retry: expected a whole number of milliseconds from 0 to 600000",
+        ),
+        (
+            "retry=600001",
+            "retry: expected a whole number of milliseconds from 0 to 600000",
+        ),
+        (
+            "type=",
+            "type: expected a media type of 1 to 100 printable ASCII characters, such as text/plain",
+        ),
+        ("run=a%20b", "run: expected 1 to 32 letters, digits, - or _"),
+        ("type=%zz", "bad percent-encoding in the query string"),
+        ("retry=1&retry=2", "a lab switch is given twice"),
+    ] {
+        let response = get(addr, &format!("/events?{query}"));
+        assert!(
+            response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{query}: {response}"
+        );
+        assert!(
+            response.ends_with(&format!("\r\n\r\n400 Bad Request: {why}\n")),
+            "{query}: {response}"
+        );
+    }
+}
+
+#[test]
+fn a_type_with_crlf_is_400_and_splits_no_header() {
+    let addr = start(quiet());
+    for query in [
+        "type=text/plain%0d%0aSet-Cookie:%20evil=1",
+        "type=text/plain%0aSet-Cookie:%20evil=1",
+        "type=text/plain%0dSet-Cookie:%20evil=1",
+        "type=caf%C3%A9",
+        "type=a%00b",
+    ] {
+        let response = get(addr, &format!("/events?{query}"));
+        assert!(
+            response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{query}: {response}"
+        );
+        assert!(!response.contains("Set-Cookie"), "{query}: {response}");
+        assert!(!response.contains("evil"), "{query}: {response}");
+    }
+}
+
+// ---- type=MEDIA_TYPE ----
+
+#[test]
+fn a_wrong_type_gets_that_header_one_event_and_the_end() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open_at(addr, "/events?type=text/plain", "");
+    assert_eq!(stream.head, stream_head("text/plain"));
+    stream.read_to_end();
+    assert_eq!(
+        stream.body_text(),
+        "retry: 3000\n\nevent: lab\ndata: no Last-Event-ID\n\nid: 1\nevent: clients\ndata: 1\n\n"
+    );
+}
+
+#[test]
+fn an_event_stream_type_with_a_charset_is_sent_as_given() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open_at(
+        addr,
+        "/events?type=text%2Fevent-stream%3Bcharset%3Dutf-8&end_after=2",
+        "",
+    );
+    assert_eq!(stream.head, stream_head("text/event-stream;charset=utf-8"));
+    assert_eq!(stream.next_of("clients").data, "1");
+    publish(addr, "second");
+    let rest = stream.read_to_end();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].data, "second");
+}
+
+// ---- end_after=N ----
+
+#[test]
+fn end_after_ends_the_stream_after_exactly_n_events() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open_at(addr, "/events?end_after=3", "");
+    assert_eq!(stream.head, stream_head("text/event-stream"));
+    // Event 1 is the count that includes this client; two publishes make 2 and 3.
+    assert_eq!(stream.next_of("clients").data, "1");
+    publish(addr, "a");
+    publish(addr, "b");
+    assert!(stream.read_to_end().len() <= 2);
+    assert_eq!(
+        stream.body_text(),
+        "retry: 3000\n\nevent: lab\ndata: no Last-Event-ID\n\n\
+         id: 1\nevent: clients\ndata: 1\n\n\
+         id: 2\nevent: publish\ndata: a\n\n\
+         id: 3\nevent: publish\ndata: b\n\n"
+    );
+    // Nothing after the third: a fourth publish finds no one.
+    publish(addr, "c");
+}
+
+#[test]
+fn end_after_counts_replayed_events_then_live_ones() {
+    let addr = start(quiet());
+    // Ids 1, 2, 3 with no one listening.
+    for text in ["a", "b", "c"] {
+        publish(addr, text);
+    }
+    // A browser that saw 1 comes back: 2 and 3 are replayed, and count.
+    let mut stream = EventStream::open_at(addr, "/events?end_after=4", "Last-Event-ID: 1\r\n");
+    assert_eq!(stream.next_of("clients").data, "1");
+    publish(addr, "d");
+    stream.read_to_end();
+    assert_eq!(
+        stream.body_text(),
+        "retry: 3000\n\nevent: lab\ndata: Last-Event-ID: 1\n\n\
+         id: 2\nevent: publish\ndata: b\n\n\
+         id: 3\nevent: publish\ndata: c\n\n\
+         id: 4\nevent: clients\ndata: 1\n\n\
+         id: 5\nevent: publish\ndata: d\n\n"
+    );
+}
+
+#[test]
+fn end_after_within_the_replay_ends_before_going_live() {
+    let addr = start(quiet());
+    for text in ["a", "b", "c", "d"] {
+        publish(addr, text);
+    }
+    let mut stream = EventStream::open_at(addr, "/events?end_after=2", "Last-Event-ID: 1\r\n");
+    stream.read_to_end();
+    assert_eq!(
+        stream.body_text(),
+        "retry: 3000\n\nevent: lab\ndata: Last-Event-ID: 1\n\n\
+         id: 2\nevent: publish\ndata: b\n\n\
+         id: 3\nevent: publish\ndata: c\n\n"
+    );
+}
+
+#[test]
+fn reconnecting_after_the_end_loses_and_repeats_nothing() {
+    // What a browser does with `end_after`: read, get cut off, come back with the last id it saw.
+    let addr = start(common::config());
+    let mut seen: Vec<u64> = Vec::new();
+    let mut last_event_id = None;
+    for round in 0..4 {
+        let header = match last_event_id {
+            Some(id) => format!("Last-Event-ID: {id}\r\n"),
+            None => String::new(),
+        };
+        let mut stream = EventStream::open_at(addr, "/events?end_after=3", &header);
+        let echo = stream.next();
+        assert_eq!(echo.event_type, "lab");
+        let expected_echo = match last_event_id {
+            Some(id) => format!("Last-Event-ID: {id}"),
+            None => String::from("no Last-Event-ID"),
+        };
+        assert_eq!(echo.data, expected_echo, "round {round}");
+        let events = stream.read_to_end();
+        assert_eq!(events.len(), 3, "round {round}: {events:?}");
+        for event in events {
+            seen.push(event.last_event_id.parse().expect("a numeric id"));
+        }
+        last_event_id = seen.last().copied();
+        // Ticks every 50 ms: by the next connection some have been missed, and must be replayed.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+    }
+    let first = seen[0];
+    assert_eq!(
+        seen,
+        (first..first + 12).collect::<Vec<u64>>(),
+        "no gap, no repeat"
+    );
+}
+
+// ---- retry=MS ----
+
+#[test]
+fn retry_switch_sets_the_first_frame() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open_at(addr, "/events?retry=500&t=cache-buster", "");
+    stream.next_of("clients");
+    assert!(
+        stream
+            .body_text()
+            .starts_with("retry: 500\n\nevent: lab\ndata: no Last-Event-ID\n\nid: 1\n"),
+        "{}",
+        stream.body_text()
+    );
+    assert_eq!(stream.parser.retry, Some(500));
+}
+
+#[test]
+fn unknown_parameters_leave_an_ordinary_stream() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open_at(addr, "/events?t=123&x", "");
+    assert_eq!(stream.head, stream_head("text/event-stream"));
+    stream.next_of("clients");
+    assert_eq!(
+        stream.body_text(),
+        "retry: 3000\n\nid: 1\nevent: clients\ndata: 1\n\n"
+    );
+}
+
+// ---- run=LABEL and /lab/seen ----
+
+#[test]
+fn lab_seen_counts_requests_by_run_label() {
+    let addr = start(quiet());
+    let seen = |run: &str| {
+        let mut response = agent()
+            .get(format!("http://{addr}/lab/seen?run={run}"))
+            .call()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.body_mut().read_to_string().unwrap()
+    };
+    assert_eq!(seen("x1"), "0");
+    get(addr, "/events?status=204&run=x1");
+    get(addr, "/events?status=503&run=x1");
+    get(addr, "/events?status=204&run=y");
+    assert_eq!(seen("x1"), "2");
+    assert_eq!(seen("y"), "1");
+    // A stream counts too; a request with a bad value does not.
+    let _stream = EventStream::open_at(addr, "/events?run=x1", "");
+    get(addr, "/events?run=x1&retry=no");
+    assert_eq!(seen("x1"), "3");
+
+    assert!(get(addr, "/lab/seen").starts_with("HTTP/1.1 400 Bad Request\r\n"));
+    let post = raw_text(
+        addr,
+        &format!("POST /lab/seen?run=x1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert!(
+        post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{post}"
+    );
+    assert!(post.contains("\r\nAllow: GET\r\n"), "{post}");
+}
