@@ -4,14 +4,16 @@
 //! each message JSON ending in a NUL byte. `sh` maps those onto the child's stdin and stdout, so
 //! std's `Command` is all we need. The test reads the rendered DOM, never the page's source.
 //!
-//! Every run saves a screenshot to `target/tmp/page.png`; `UPDATE_SCREENSHOT=1 cargo test --test
-//! browser` also copies it to `public/screenshot.png`, the picture in the README.
+//! Every run saves screenshots to `target/tmp/` (`screenshot.png`, the page; `lab.png`, the lab after
+//! its first experiment); `UPDATE_SCREENSHOT=1 cargo test --test browser` also copies them to
+//! `public/`, where the README shows them.
 
 mod common;
 use sse_server::Config;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
@@ -29,8 +31,13 @@ struct Chromium {
 
 impl Chromium {
     fn open(url: &str) -> Chromium {
-        let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("chromium-profile-{}", std::process::id()));
+        // A profile of its own: two Chromiums on one profile would be one browser.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "chromium-profile-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::SeqCst)
+        ));
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#"exec "$0" "$@" 3<&0 4>&1 0</dev/null 1>/dev/null"#)
@@ -87,14 +94,26 @@ impl Chromium {
             session: String::new(),
             profile,
         };
-        let target = chromium.call("Target.createTarget", &format!(r#"{{"url":"{url}"}}"#));
+        chromium.session = chromium.open_tab(url);
+        chromium
+    }
+
+    /// Opens another tab on `url`; returns its session, for [`Chromium::switch_to`].
+    fn open_tab(&mut self, url: &str) -> String {
+        let current = std::mem::take(&mut self.session);
+        let target = self.call("Target.createTarget", &format!(r#"{{"url":"{url}"}}"#));
         let target_id = json_string(&target, "targetId").expect("a target id");
-        let attached = chromium.call(
+        let attached = self.call(
             "Target.attachToTarget",
             &format!(r#"{{"targetId":"{target_id}","flatten":true}}"#),
         );
-        chromium.session = json_string(&attached, "sessionId").expect("a session id");
-        chromium
+        self.session = current;
+        json_string(&attached, "sessionId").expect("a session id")
+    }
+
+    /// Sends the commands that follow to this tab.
+    fn switch_to(&mut self, session: &str) {
+        self.session = session.to_string();
     }
 
     /// Sends one command (to the page once attached) and returns its reply, as raw JSON.
@@ -162,12 +181,23 @@ impl Chromium {
         }
     }
 
-    fn screenshot(&mut self, path: &Path) {
+    /// Saves a PNG of the page's top 1100 x 1150 pixels, or with `selector`, of that element.
+    fn screenshot(&mut self, path: &Path, selector: Option<&str>) {
         self.call(
             "Emulation.setDeviceMetricsOverride",
             r#"{"width":1100,"height":1150,"deviceScaleFactor":1,"mobile":false}"#,
         );
-        let reply = self.call("Page.captureScreenshot", r#"{"format":"png"}"#);
+        let params = match selector {
+            None => String::from(r#"{"format":"png"}"#),
+            Some(selector) => {
+                let clip = self.eval(&format!(
+                    "(r => JSON.stringify({{x: r.x, y: r.y + scrollY, width: r.width, height: r.height, scale: 1}}))(document.querySelector({}).getBoundingClientRect())",
+                    json_quote(selector)
+                ));
+                format!(r#"{{"format":"png","captureBeyondViewport":true,"clip":{clip}}}"#)
+            }
+        };
+        let reply = self.call("Page.captureScreenshot", &params);
         let png = base64_decode(&json_string(&reply, "data").expect("image data"));
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         std::fs::write(path, png).expect("write screenshot");
@@ -182,19 +212,27 @@ impl Drop for Chromium {
     }
 }
 
+/// Whether Chromium is here. Without it a test is skipped, and says so; in CI, which installs
+/// Chromium, a missing one is a failure instead.
+fn have_chromium(test: &str) -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{CHROMIUM} is missing; .ci/run should have installed it"
+    );
+    // Written straight to stderr: the test harness would hide an eprintln! from a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: SKIPPED, no {CHROMIUM} (apt-get install chromium)"
+    );
+    false
+}
+
 #[test]
 fn page_shows_the_stream_in_a_real_browser() {
-    if !Path::new(CHROMIUM).exists() {
-        // CI installs Chromium, so there a missing one is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{CHROMIUM} is missing; .ci/run should have installed it"
-        );
-        // Written straight to stderr: the test harness would hide an eprintln! from a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "page_shows_the_stream_in_a_real_browser: SKIPPED, no {CHROMIUM} (apt-get install chromium)"
-        );
+    if !have_chromium("page_shows_the_stream_in_a_real_browser") {
         return;
     }
     let addr = common::start(Config {
@@ -302,14 +340,19 @@ fn take_screenshot(page: &mut Chromium, other: common::EventStream) {
     page.eval(&format!("document.getElementById('text').value = '{hello}'; document.getElementById('publish').requestSubmit(); 'ok'"));
     // `hello` is JavaScript source: its `\n`s become the line breaks the log shows.
     page.wait_for(&published(hello), |v| v == "true");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("page.png");
-    page.screenshot(&path);
+    save_screenshot(page, "screenshot.png", None);
+}
+
+/// Saves a screenshot to `target/tmp/`; with `UPDATE_SCREENSHOT` set, to `public/` too, where
+/// the README shows it.
+fn save_screenshot(page: &mut Chromium, name: &str, selector: Option<&str>) {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    page.screenshot(&path, selector);
     if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
-        std::fs::copy(
-            &path,
-            concat!(env!("CARGO_MANIFEST_DIR"), "/public/screenshot.png"),
-        )
-        .expect("copy screenshot");
+        let public = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("public")
+            .join(name);
+        std::fs::copy(&path, public).expect("copy screenshot");
     }
 }
 
@@ -390,4 +433,217 @@ fn base64_and_json_helpers() {
         "x\"y\\né"
     );
     assert_eq!(json_quote("a\"b\n"), r#""a\"b\n""#);
+}
+
+/// The lab's timeline as the page drew it: one row per thing the browser fired, each as
+/// `[ms, stream, fired, type, lastEventId, data, readyState]`.
+fn timeline(page: &mut Chromium) -> Vec<Vec<String>> {
+    let rows = page.eval(
+        "[...document.querySelectorAll('#lab-timeline tr')].map(tr => [...tr.cells].map(td => td.textContent).join('\\t')).join('\\n')",
+    );
+    rows.lines()
+        .map(|row| row.split('\t').map(String::from).collect())
+        .collect()
+}
+
+/// The rows of one stream, as `fired readyState` or, for a message, `message type data readyState`.
+fn rows_of(rows: &[Vec<String>], stream: &str) -> Vec<String> {
+    rows.iter()
+        .filter(|row| row[1] == stream)
+        .map(|row| match row[2].as_str() {
+            "message" => format!("message {} {} {}", row[3], row[5], row[6]),
+            fired => format!("{fired} {}", row[6]),
+        })
+        .collect()
+}
+
+fn click(page: &mut Chromium, selector: &str) {
+    page.eval(&format!(
+        "document.querySelector({}).click(); 'ok'",
+        json_quote(selector)
+    ));
+}
+
+fn text_of(page: &mut Chromium, id: &str) -> String {
+    page.eval(&format!("document.getElementById('{id}').textContent"))
+}
+
+/// Runs an experiment and waits for the result line that says it is over.
+fn run_experiment(page: &mut Chromium, name: &str, done: &str) -> String {
+    click(page, &format!("[data-run={name}]"));
+    wait_result(page, done)
+}
+
+/// Waits for the lab's result line to start with `done`.
+fn wait_result(page: &mut Chromium, done: &str) -> String {
+    page.wait_for("document.getElementById('lab-result').textContent", |v| {
+        v.starts_with(done)
+    })
+}
+
+#[test]
+fn lab_experiments_show_what_the_spec_predicts() {
+    if !have_chromium("lab_experiments_show_what_the_spec_predicts") {
+        return;
+    }
+    let addr = common::start(Config {
+        tick: Duration::from_millis(200),
+        ..common::config()
+    });
+    let url = format!("http://{addr}/");
+    let mut page = Chromium::open(&url);
+    page.wait_for("document.getElementById('state').textContent", |v| {
+        v == "OPEN"
+    });
+
+    // 6. Seven streams: the page's own and six more. The browser holds the sixth back.
+    click(&mut page, "[data-run=seven]");
+    let five_open = "#1 OPEN · #2 OPEN · #3 OPEN · #4 OPEN · #5 OPEN · #6 CONNECTING";
+    page.wait_for("document.getElementById('lab-states').textContent", |v| {
+        v == five_open
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(text_of(&mut page, "lab-states"), five_open, "still waiting");
+    // A publish from this page needs a connection too, and waits.
+    page.eval("[...document.querySelectorAll('#lab-controls button')][1].click(); 'ok'");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        text_of(&mut page, "lab-result"),
+        "Publish: waiting for a free connection…"
+    );
+    // Each stream closed lets one waiting request through: the sixth stream and the publish.
+    for _ in 0..2 {
+        page.eval("[...document.querySelectorAll('#lab-controls button')][0].click(); 'ok'");
+    }
+    page.wait_for("document.getElementById('lab-states').textContent", |v| {
+        v == "#1 CLOSED · #2 CLOSED · #3 OPEN · #4 OPEN · #5 OPEN · #6 OPEN"
+    });
+    let published = page.wait_for("document.getElementById('lab-result').textContent", |v| {
+        v.starts_with("Publish: sent (204) after ")
+    });
+    assert!(published.ends_with(" ms."), "{published}");
+    click(&mut page, "#lab-stop");
+
+    // 7. The raw bytes through fetch(): the head's type, the retry frame, events with their line
+    // ends shown. It is one more client while it runs.
+    click(&mut page, "[data-run=bytes]");
+    page.wait_for("document.getElementById('clients').textContent", |v| {
+        v == "2"
+    });
+    let read = wait_result(&mut page, "Read ");
+    assert!(
+        read.ends_with(
+            " bytes in 4 s. The fetch is aborted now, and the client count goes back down."
+        ),
+        "{read}"
+    );
+    let bytes = text_of(&mut page, "lab-bytes");
+    assert!(
+        bytes.starts_with("HTTP 200, Content-Type: text/event-stream\n\nretry: 3000␊\n␊\nid: "),
+        "{bytes}"
+    );
+    assert!(
+        bytes.contains("␊\nevent: clients␊\ndata: 2␊\n␊\n"),
+        "{bytes}"
+    );
+    assert!(bytes.contains("␊\ndata: {\"time\":\"20"), "{bytes}");
+    page.wait_for("document.getElementById('clients').textContent", |v| {
+        v == "1"
+    });
+
+    // 1. The stream ends after 3 events, and comes back a second later with the last id it saw.
+    let ended = run_experiment(&mut page, "ends", "3 connections. ");
+    assert!(ended.contains(": no gap, no duplicate. "), "{ended}");
+    let rows = timeline(&mut page);
+    let a: Vec<&Vec<String>> = rows.iter().filter(|row| row[1] == "A").collect();
+    let summary = rows_of(&rows, "A");
+    assert_eq!(summary.len(), 3 * 6, "{summary:#?}");
+    let mut ids: Vec<u64> = Vec::new();
+    for (connection, chunk) in summary.chunks(6).enumerate() {
+        // What the browser sent is the id of the last event it got before the stream ended.
+        let sent = match ids.last() {
+            None => String::from("no Last-Event-ID"),
+            Some(id) => format!("Last-Event-ID: {id}"),
+        };
+        assert_eq!(chunk[0], "open OPEN", "{chunk:?}");
+        assert_eq!(chunk[1], format!("message lab {sent} OPEN"), "{chunk:?}");
+        assert_eq!(chunk[5], "error CONNECTING", "{chunk:?}");
+        for row in &a[connection * 6 + 2..connection * 6 + 5] {
+            assert_eq!(row[2], "message", "{row:?}");
+            ids.push(row[4].parse().expect("a numeric lastEventId"));
+        }
+    }
+    assert_eq!(
+        ids,
+        (ids[0]..ids[0] + 9).collect::<Vec<u64>>(),
+        "no gap, no repeat"
+    );
+    // The reconnects waited the 1 s that `retry: 1000` asked for, not the 3 s default.
+    let at = |row: &Vec<String>| -> u64 { row[0].trim_start_matches('+').parse().unwrap() };
+    for connection in 1..3 {
+        let waited = at(a[connection * 6]) - at(a[connection * 6 - 1]);
+        assert!(
+            (950..3000).contains(&waited),
+            "reconnected after {waited} ms"
+        );
+    }
+
+    save_screenshot(&mut page, "lab.png", Some("#lab"));
+
+    // 2, 3 and 4 each wait 6 s for a reconnect that must not come: three tabs, at once.
+    let first = page.session.clone();
+    let second = page.open_tab(&url);
+    let third = page.open_tab(&url);
+    for (tab, experiment) in [
+        (&first, "no-content"),
+        (&second, "refused"),
+        (&third, "type"),
+    ] {
+        page.switch_to(tab);
+        page.wait_for("document.getElementById('state').textContent", |v| {
+            v == "OPEN"
+        });
+        click(&mut page, &format!("[data-run={experiment}]"));
+    }
+    page.switch_to(&first);
+    let after = wait_result(&mut page, "After ");
+    assert_eq!(
+        after,
+        "After 6 s: 204: readyState CLOSED, the server saw 1 request."
+    );
+    assert_eq!(rows_of(&timeline(&mut page), "204"), ["error CLOSED"]);
+
+    page.switch_to(&second);
+    let after = wait_result(&mut page, "After ");
+    assert_eq!(
+        after,
+        "After 6 s: 503: readyState CLOSED, the server saw 1 request. 404: readyState CLOSED, the server saw 1 request."
+    );
+    let rows = timeline(&mut page);
+    assert_eq!(rows_of(&rows, "503"), ["error CLOSED"]);
+    assert_eq!(rows_of(&rows, "404"), ["error CLOSED"]);
+
+    page.switch_to(&third);
+    let after = wait_result(&mut page, "After ");
+    let accepted = "text/event-stream;charset=utf-8";
+    assert!(
+        after.starts_with(&format!(
+            "After 6 s: text/plain: readyState CLOSED, the server saw 1 request. {accepted}: readyState "
+        )),
+        "{after}"
+    );
+    let rows = timeline(&mut page);
+    assert_eq!(rows_of(&rows, "text/plain"), ["error CLOSED"]);
+    let charset = rows_of(&rows, accepted);
+    assert_eq!(charset[0], "open OPEN", "{charset:?}");
+    assert_eq!(
+        charset[1],
+        format!("message lab no Last-Event-ID OPEN"),
+        "{charset:?}"
+    );
+    let opens = charset.iter().filter(|row| *row == "open OPEN").count();
+    assert!(
+        opens >= 3,
+        "accepted, ended, reconnected every second: {charset:#?}"
+    );
 }
