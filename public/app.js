@@ -22,8 +22,10 @@ function announce(text) {
   $("announce").textContent = text;
 }
 
-// Rebuilds the frame the server wrote for this event: `id:` if the last event ID changed,
-// `event:` unless the type is the default `message`, one `data:` line per line of data.
+// Rebuilds a frame from what the browser reports for this event, since an EventSource never
+// shows a page the bytes: `id:` if the last event ID changed, `event:` unless the type is the
+// default `message`, one `data:` line per line of data. It cannot show the `retry:` frame,
+// comments, or an `id:` line that repeated the last id; the lab's raw-bytes experiment can.
 function wireFrame(event) {
   const lines = [];
   if (event.lastEventId !== previousId) lines.push(`id: ${event.lastEventId}`);

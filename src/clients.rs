@@ -2,7 +2,8 @@
 //! event id counter and the buffer of recent events, because the three must change together.
 //!
 //! `broadcast` gives an event the next id, frames it once, keeps it for `Last-Event-ID` replay
-//! (§9.2.4, SPEC-NOTES L2) and writes it to every client in one `write` each (F10). A write that
+//! (§9.2.4 leaves what the id means to the server) and writes it to every client in one `write`
+//! each, so two writers (the ticker, a publish) never interleave bytes within an event. A write that
 //! fails drops the client: that is how a server learns that the browser went away. Nothing here
 //! waits on a socket while the lock is held, so one stuck client cannot stall the others.
 
@@ -194,7 +195,8 @@ impl ClientList {
         log_dropped(inner, dropped);
     }
 
-    /// Writes a comment to every client if nothing was written for `idle` (F9).
+    /// Writes a comment to every client if nothing was written for `idle` (§9.2.7: a comment line
+    /// every 15 seconds or so keeps proxies from dropping the connection).
     pub fn heartbeat_if_idle(&self, idle: Duration) {
         let mut inner = self.lock();
         if inner.last_write.elapsed() < idle {
@@ -347,7 +349,7 @@ fn write_share(share: &[(&u64, &Client)], frame: &Frame, id: Option<u64>) -> Vec
 impl Client {
     /// One frame to one live client, whole or not at all.
     fn send(&self, frame: &Frame) -> Result<(), String> {
-        // One write per frame (F10). The socket is non-blocking: if its send buffer cannot take the
+        // One write per frame, so no other writer's bytes can land inside it. The socket is non-blocking: if its send buffer cannot take the
         // whole frame, the client has stopped reading. We drop it rather than wait or keep a queue;
         // the bytes already sent end mid-event, which the browser discards (§9.2.6), and it
         // reconnects with Last-Event-ID, so the replay gives it back everything it missed.

@@ -84,8 +84,9 @@ impl Lab {
             });
         }
         if let Some(n) = self.end_after {
+            let events = if n == 1 { "event" } else { "events" };
             parts.push(format!(
-                "ends after {n} events, then the browser reconnects with Last-Event-ID"
+                "ends after {n} {events}, then the browser reconnects with Last-Event-ID"
             ));
         }
         if let Some(retry) = self.retry {
@@ -381,6 +382,16 @@ mod tests {
         assert!(!is_event_stream("text/plain"));
         assert!(!is_event_stream("text/event-streams"));
         assert!(!is_event_stream("application/json; x=text/event-stream"));
+    }
+
+    #[test]
+    fn describe_says_what_a_browser_will_do() {
+        let lab = Lab::parse("type=text/plain&retry=500").unwrap();
+        assert_eq!(
+            lab.describe(),
+            "lab stream: Content-Type text/plain: a browser fails the connection and will not retry; \
+             ends after 1 event, then the browser reconnects with Last-Event-ID; retry: 500"
+        );
     }
 
     #[test]

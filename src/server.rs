@@ -158,11 +158,13 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     let mut handshake = String::from("HTTP/1.1 200 OK\r\n");
     let content_type = lab.content_type.as_deref().unwrap_or("text/event-stream");
     handshake += &format!("Content-Type: {content_type}\r\n");
-    // Never cache a live stream (R5); tell nginx-style proxies not to buffer it either (R7).
+    // Never cache a live stream (browsers fetch it with cache mode "no-store", §9.2.2); and tell
+    // nginx, which reads this header, not to buffer it either.
     handshake += "Cache-Control: no-cache\r\n";
     handshake += "X-Accel-Buffering: no\r\n";
     // No Content-Length and no chunking: the body runs until the connection closes (RFC 9112
-    // §6.3), so every frame reaches the browser the moment it is written (R6).
+    // §6.3), so every frame reaches the browser the moment it is written (§9.2.7 warns that
+    // chunking done by a layer unaware of the timing can hold events back).
     handshake += "\r\n";
 
     // Step 2: the first frame sets the browser's reconnection delay (§9.2.6 "retry").
@@ -213,13 +215,13 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     }
 }
 
-/// `GET /lab/seen?run=LABEL`: how many `GET /events` requests carried `run=LABEL`, as a bare
-/// number. The lab's page asks this to show that a browser sent no second request after a `204`.
+/// `GET /lab/seen?run=LABEL`: how many `GET /events` requests carried `run=LABEL`, as a number
+/// on a line of its own. The lab's page asks this to show that a browser sent no second request after a `204`.
 fn lab_seen(request: &Request, app: &App) -> Result<Response, HttpError> {
     let run = Lab::parse(request.query())?
         .run
         .ok_or(HttpError::BadRequest("run: expected ?run=LABEL"))?;
-    let count = app.runs.count(&run).to_string();
+    let count = format!("{}\n", app.runs.count(&run));
     Ok(Response::new(
         200,
         "text/plain; charset=utf-8",
@@ -285,11 +287,9 @@ fn respond(
     note: &str,
 ) {
     let response = response.unwrap_or_else(|e| e.response());
-    eprintln!(
-        "{peer} {summary} -> {} {}{note}",
-        response.status,
-        http::reason(response.status)
-    );
+    // A status the lab sends may have no reason phrase: then the number stands alone.
+    let status = format!("{} {}", response.status, http::reason(response.status));
+    eprintln!("{peer} {summary} -> {}{note}", status.trim_end());
     if let Err(e) = http::write_response(stream, &response, head_only) {
         eprintln!("{peer}: could not send the response ({e})");
     }

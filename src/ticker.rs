@@ -3,7 +3,8 @@
 //! Every tick it broadcasts an event of the default type (so `onmessage` fires, §9.2.6 "event")
 //! with the server time as JSON. Between ticks it announces the client count when it changed or a
 //! client joined, and sends a comment as heartbeat when nothing else was written for a while
-//! (SPEC-NOTES F9).
+//! (§9.2.7 "Authoring notes": a comment line every 15 seconds or so keeps proxies from dropping
+//! an idle connection).
 
 use crate::clients::ClientList;
 use std::thread;

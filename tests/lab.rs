@@ -303,16 +303,16 @@ fn lab_seen_counts_requests_by_run_label() {
         assert_eq!(response.status(), 200);
         response.body_mut().read_to_string().unwrap()
     };
-    assert_eq!(seen("x1"), "0");
+    assert_eq!(seen("x1"), "0\n");
     get(addr, "/events?status=204&run=x1");
     get(addr, "/events?status=503&run=x1");
     get(addr, "/events?status=204&run=y");
-    assert_eq!(seen("x1"), "2");
-    assert_eq!(seen("y"), "1");
+    assert_eq!(seen("x1"), "2\n");
+    assert_eq!(seen("y"), "1\n");
     // A stream counts too; a request with a bad value does not.
     let _stream = EventStream::open_at(addr, "/events?run=x1", "");
     get(addr, "/events?run=x1&retry=no");
-    assert_eq!(seen("x1"), "3");
+    assert_eq!(seen("x1"), "3\n");
 
     assert!(get(addr, "/lab/seen").starts_with("HTTP/1.1 400 Bad Request\r\n"));
     let post = raw_text(
