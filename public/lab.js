@@ -168,9 +168,14 @@ function retryTimes(button) {
       open: (t) => lastError !== null && delays[name].push(t - lastError),
     });
   }
+  const describe = (list) => {
+    if (list.length === 0) return "not yet reconnected";
+    if (list.length <= 3) return `reconnected after ${list.join(" and ")} ms`;
+    return `reconnected ${list.length} times, each after ${Math.min(...list)} to ${Math.max(...list)} ms`;
+  };
   const report = () =>
     Object.entries(delays)
-      .map(([name, list]) => `${name}: reconnected after ${list.length ? list.join(", ") + " ms" : "(not yet)"}`)
+      .map(([name, list]) => `${name}: ${describe(list)}`)
       .join(". ");
   const timer = setInterval(() => result(report()), 500);
   run.timers.push(timer);
