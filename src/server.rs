@@ -99,8 +99,10 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
     };
     let summary = format!("{} {}", request.method, request.target);
     let response = match (request.method.as_str(), request.path()) {
-        ("GET", "/events") => return stream_events(stream, peer, &request, app),
-        (_, "/events") => Err(HttpError::MethodNotAllowed("GET")),
+        // `/sse` is the same stream under the name Express tutorials use (README, "Coming from an
+        // Express tutorial?").
+        ("GET", "/events" | "/sse") => return stream_events(stream, peer, &request, app),
+        (_, "/events" | "/sse") => Err(HttpError::MethodNotAllowed("GET")),
         ("POST", "/publish") => publish(&mut stream, &request, &buf[head_len..], deadline, app),
         (_, "/publish") => Err(HttpError::MethodNotAllowed("POST")),
         ("GET", "/lab/seen") => lab_seen(&request, app),
@@ -158,9 +160,10 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     let mut handshake = String::from("HTTP/1.1 200 OK\r\n");
     let content_type = lab.content_type.as_deref().unwrap_or("text/event-stream");
     handshake += &format!("Content-Type: {content_type}\r\n");
-    // Never cache a live stream (browsers fetch it with cache mode "no-store", §9.2.2); and tell
-    // nginx, which reads this header, not to buffer it either.
-    handshake += "Cache-Control: no-cache\r\n";
+    // Never cache a live stream (browsers fetch it with cache mode "no-store", §9.2.2), and ask
+    // proxies not to transform it: a proxy that compresses holds events back to fill its window.
+    // Tell nginx, which reads the next header, not to buffer it either.
+    handshake += "Cache-Control: no-cache, no-transform\r\n";
     handshake += "X-Accel-Buffering: no\r\n";
     // No Content-Length and no chunking: the body runs until the connection closes (RFC 9112
     // §6.3), so every frame reaches the browser the moment it is written (§9.2.7 warns that
@@ -238,10 +241,17 @@ fn publish(
     app: &App,
 ) -> Result<Response, HttpError> {
     // A page on any other site could make a visitor's browser POST here; browsers mark such a
-    // request with its Origin. curl sends none, and is welcome.
+    // request with its Origin. curl sends none, and is welcome. The page's own origin names the
+    // host and port the browser asked for, which is what `Host` says too. Its scheme is left
+    // out of the comparison: behind a proxy that ends TLS the page is `https://` while this
+    // server speaks plain HTTP.
     if let Some(origin) = request.header("origin") {
-        let ours = request.header("host").map(|host| format!("http://{host}"));
-        if !ours.is_some_and(|ours| ours.eq_ignore_ascii_case(origin)) {
+        let origin_host = origin
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+            .map(|(_, host)| host);
+        let same = origin_host.zip(request.header("host"));
+        if !same.is_some_and(|(origin, host)| origin.eq_ignore_ascii_case(host)) {
             return Err(HttpError::Forbidden);
         }
     }

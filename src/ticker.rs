@@ -1,7 +1,7 @@
 //! The ticker: the thread that feeds the client list on a clock.
 //!
 //! Every tick it broadcasts an event of the default type (so `onmessage` fires, §9.2.6 "event")
-//! with the server time as JSON. Between ticks it announces the client count when it changed or a
+//! with the server time as JSON: `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`. Between ticks it announces the client count when it changed or a
 //! client joined, and sends a comment as heartbeat when nothing else was written for a while
 //! (§9.2.7 "Authoring notes": a comment line every 15 seconds or so keeps proxies from dropping
 //! an idle connection).
@@ -18,16 +18,15 @@ const COUNT_EVERY: Duration = Duration::from_millis(100);
 pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration) -> ! {
     let mut next_tick = Instant::now() + tick;
     loop {
+        // The count first: a client that just joined hears how many are connected before the next
+        // tick, so a stream opens the same way every time (the README's sample shows it).
+        clients.announce_count();
         let now = Instant::now();
         if now >= next_tick {
-            clients.broadcast(
-                None,
-                &format!("{{\"time\":\"{}\"}}", rfc3339(SystemTime::now())),
-            );
+            clients.broadcast(None, &tick_data(SystemTime::now()));
             // Keep to the schedule; after a long stall (a suspended laptop) skip the missed ticks.
             next_tick = (next_tick + tick).max(now);
         }
-        clients.announce_count();
         clients.heartbeat_if_idle(heartbeat);
         thread::sleep(
             next_tick
@@ -35,6 +34,14 @@ pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration) -> ! {
                 .min(COUNT_EVERY),
         );
     }
+}
+
+/// The data of one tick: the time as RFC 3339, and as the `message` text that Express tutorials
+/// send, so their pages (`JSON.parse(event.data).message`) work here unchanged.
+pub fn tick_data(time: SystemTime) -> String {
+    let stamp = rfc3339(time);
+    let clock = stamp.split(['T', 'Z']).nth(1).unwrap_or_default();
+    format!("{{\"time\":\"{stamp}\",\"message\":\"Server Time: {clock} UTC\"}}")
 }
 
 /// Formats a time as RFC 3339 in UTC, to the second: `2026-11-21T12:00:00Z`.
@@ -72,6 +79,14 @@ mod tests {
 
     fn at(secs: u64) -> String {
         rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_tick_carries_the_time_twice() {
+        assert_eq!(
+            tick_data(UNIX_EPOCH + Duration::from_secs(1_795_262_400)),
+            r#"{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}"#
+        );
     }
 
     #[test]

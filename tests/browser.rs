@@ -325,6 +325,14 @@ fn page_shows_the_stream_in_a_real_browser() {
     );
 
     take_screenshot(&mut page, other);
+
+    // An Express tutorial's page code, unchanged: `/sse`, `onmessage`, `JSON.parse(e.data).message`.
+    page.eval(
+        "window.tutorial = ''; { const es = new EventSource('/sse'); es.onmessage = (e) => { window.tutorial = JSON.parse(e.data).message; es.close(); }; } 'ok'",
+    );
+    let message = page.wait_for("window.tutorial", |v| !v.is_empty());
+    assert!(message.starts_with("Server Time: "), "{message}");
+    assert!(message.ends_with(" UTC"), "{message}");
 }
 
 /// A screenshot for the README: a publish at the top of the log, the `clients` event of the

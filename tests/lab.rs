@@ -6,7 +6,7 @@ use common::{EventStream, agent, publish, quiet, raw_text, start};
 /// The head of every stream, with this `Content-Type`.
 fn stream_head(content_type: &str) -> String {
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n\r\n"
     )
 }
 

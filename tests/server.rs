@@ -213,7 +213,7 @@ fn stream_has_the_event_stream_headers() {
     let stream = EventStream::open(addr, "");
     assert_eq!(
         stream.head,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n\r\n"
     );
 }
 
@@ -238,17 +238,17 @@ fn ticks_carry_the_time_with_increasing_ids() {
         let id: u64 = tick.last_event_id.parse().unwrap();
         assert!(id > last_id, "ids must increase: {id} after {last_id}");
         last_id = id;
-        // {"time":"2026-11-21T12:00:00Z"}
-        let time = tick
+        // {"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}
+        let shape: String = tick
             .data
-            .strip_prefix("{\"time\":\"")
-            .and_then(|t| t.strip_suffix("\"}"))
-            .unwrap_or_else(|| panic!("{}", tick.data));
-        let shape: String = time
             .chars()
             .map(|c| if c.is_ascii_digit() { '0' } else { c })
             .collect();
-        assert_eq!(shape, "0000-00-00T00:00:00Z", "{time}");
+        assert_eq!(
+            shape,
+            r#"{"time":"0000-00-00T00:00:00Z","message":"Server Time: 00:00:00 UTC"}"#
+        );
+        assert_eq!(tick.data[20..28], tick.data[55..63], "one time, twice");
     }
 }
 
@@ -425,9 +425,37 @@ fn publish_that_is_not_utf8_is_400() {
 }
 
 #[test]
+fn publish_from_the_pages_own_origin_over_https_is_accepted() {
+    // Behind a proxy that ends TLS, the page is https:// and its Origin says so; Host is the same.
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    let response = raw_text(
+        addr,
+        &format!(
+            "POST /publish HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://{addr}\r\nContent-Length: 2\r\n\r\nok"
+        ),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{response}"
+    );
+    assert_eq!(stream.next_of("publish").data, "ok");
+}
+
+#[test]
 fn publish_from_another_origin_is_403() {
     let addr = start(config());
-    for origin in ["http://evil.example", "null", "https://127.0.0.1"] {
+    let other_port = format!("http://127.0.0.1:{}", addr.port() + 1);
+    let no_scheme = addr.to_string();
+    let other_scheme = format!("ftp://{addr}");
+    for origin in [
+        "http://evil.example",
+        "null",
+        "https://127.0.0.1",
+        &other_port,
+        &no_scheme,
+        &other_scheme,
+    ] {
         let response = raw_text(
             addr,
             &format!(
@@ -540,6 +568,48 @@ fn unreadable_last_event_id_is_ignored() {
         assert_eq!(first.event_type, "clients", "{bad:?}: {first:?}");
         open.push(stream);
     }
+}
+
+#[test]
+fn sse_is_the_same_stream_as_events() {
+    // The path Express tutorials use: same head, same events.
+    let addr = start(quiet());
+    let mut stream = EventStream::open_at(addr, "/sse", "");
+    assert!(
+        stream
+            .head
+            .starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"),
+        "{}",
+        stream.head
+    );
+    assert_eq!(stream.next_of("clients").data, "1");
+    publish(addr, "to /sse");
+    assert_eq!(stream.next_of("publish").data, "to /sse");
+    let post = raw_text(
+        addr,
+        &format!("POST /sse HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    assert!(post.contains("\r\nAllow: GET\r\n"), "{post}");
+}
+
+#[test]
+fn an_express_tutorial_client_reads_the_message_of_a_tick() {
+    // The tutorial's page: `new EventSource('/sse')`, then `JSON.parse(e.data).message` in
+    // `onmessage`. The same steps: the default event type, then the `message` field.
+    let addr = start(config());
+    let mut stream = EventStream::open_at(addr, "/sse", "");
+    let tick = stream.next_of("message");
+    let message = tick
+        .data
+        .split_once(r#""message":""#)
+        .and_then(|(_, rest)| rest.strip_suffix(r#""}"#))
+        .unwrap_or_else(|| panic!("no message in {}", tick.data));
+    let shape: String = message
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '0' } else { c })
+        .collect();
+    assert_eq!(shape, "Server Time: 00:00:00 UTC");
 }
 
 // ---- The client list ----
