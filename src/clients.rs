@@ -65,6 +65,31 @@ const ENDED: &str = "end_after reached, stream ended; a browser reconnects after
 /// Why a client left, for the log.
 type Dropped = Vec<(SocketAddr, String)>;
 
+/// What a new stream's `Last-Event-ID` header asks for (§9.2.4).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resume {
+    /// No header, or an empty one: a new stream, with nothing to replay.
+    New,
+    /// ASCII digits: an id this server could have sent. Replay what came after it.
+    After(u64),
+    /// Anything else (`+5`, `abc`, a number too big): not an id of ours. Refusing it would stop a
+    /// browser for good, and starting afresh would lose events silently; so the client gets a
+    /// `gap` notice, then every event still kept.
+    Unreadable,
+}
+
+impl Resume {
+    pub fn from_header(value: Option<&str>) -> Resume {
+        match value {
+            None | Some("") => Resume::New,
+            Some(id) if id.bytes().all(|b| b.is_ascii_digit()) => {
+                id.parse().map_or(Resume::Unreadable, Resume::After)
+            }
+            Some(_) => Resume::Unreadable,
+        }
+    }
+}
+
 impl ClientList {
     pub fn new(max_clients: usize) -> ClientList {
         ClientList {
@@ -100,7 +125,7 @@ impl ClientList {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-        last_event_id: Option<u64>,
+        resume: Resume,
         handshake: Vec<u8>,
         end_after: Option<u64>,
     ) -> Option<u64> {
@@ -109,10 +134,7 @@ impl ClientList {
             return None;
         }
         let mut backlog: Vec<Frame> = vec![handshake.into()];
-        let replay_note = match last_event_id {
-            None => String::from("new stream"),
-            Some(n) => inner.queue_replay(n, &mut backlog),
-        };
+        let replay_note = inner.queue_replay(resume, &mut backlog);
         // Every event from here on goes to every client with the next id, so the stream's last
         // event is known now: the n-th of the backlog, or the live event that makes n.
         let last_event = end_after.map(|n| {
@@ -281,7 +303,7 @@ impl Inner {
             failed.extend(write_share(first, frame, id));
             for (share, writer) in others {
                 failed.extend(match writer {
-                    Ok(writer) => writer.join().unwrap_or_default(),
+                    Ok(writer) => join_share(share, writer),
                     Err(_) => write_share(share, frame, id),
                 });
             }
@@ -301,26 +323,32 @@ impl Inner {
         Some(client.peer)
     }
 
-    /// Queues the events after `last_event_id` behind the handshake; returns a note for the log.
+    /// Queues the events a new stream missed behind its handshake; returns a note for the log.
     ///
     /// §9.2.4 leaves the meaning of `Last-Event-ID` to the server. Ours: replay every kept event
     /// with a larger id, in order. If some events between that id and the oldest kept one are gone,
-    /// or the id is newer than any we sent (it came from an earlier run of the server), the client
-    /// first gets an `event: gap` saying so: nothing is lost silently.
-    fn queue_replay(&self, last_event_id: u64, backlog: &mut Vec<Frame>) -> String {
+    /// or the id is not one we sent (newer than any, from an earlier run of the server, or not a
+    /// number at all), the client first gets an `event: gap` saying so, with `last_event_id` as
+    /// `null` when it was not a number: nothing is lost silently.
+    fn queue_replay(&self, resume: Resume, backlog: &mut Vec<Frame>) -> String {
+        let (last_event_id, mut note) = match resume {
+            Resume::New => return String::from("new stream"),
+            Resume::After(n) => (Some(n), format!("Last-Event-ID {n} -> ")),
+            Resume::Unreadable => (None, String::from("Last-Event-ID not a number -> ")),
+        };
         let oldest = self.recent.front().map_or(self.last_id + 1, |(id, _)| *id);
-        let unknown = last_event_id > self.last_id;
-        let mut note = format!("Last-Event-ID {last_event_id} -> ");
-        if unknown || last_event_id + 1 < oldest {
+        let known = last_event_id.filter(|n| *n <= self.last_id);
+        if known.is_none_or(|n| n + 1 < oldest) {
             // Not from the id counter: this notice is for one client, and an `id:` here would move
             // its last event ID past the events still to be replayed.
-            let data = format!("{{\"last_event_id\":{last_event_id},\"resume_from\":{oldest}}}");
+            let asked = last_event_id.map_or(String::from("null"), |n| n.to_string());
+            let data = format!("{{\"last_event_id\":{asked},\"resume_from\":{oldest}}}");
             backlog.push(Frame::from(
                 event::frame(None, Some("gap"), &data).into_bytes(),
             ));
             note += &format!("gap (oldest kept is {oldest}), ");
         }
-        let after = if unknown { 0 } else { last_event_id };
+        let after = known.unwrap_or(0);
         let missed: Vec<&(u64, Frame)> = self.recent.iter().filter(|(id, _)| *id > after).collect();
         backlog.extend(missed.iter().map(|(_, frame)| frame.clone()));
         match (missed.first(), missed.last()) {
@@ -367,11 +395,27 @@ impl Client {
     }
 }
 
-/// Releases the lock, then logs who left and why: printing is slow, and must not hold up a broadcast.
+/// Waits for a writer thread; returns the clients of its share whose write
+/// failed. A thread that panicked cannot say which of its clients got the frame, so all of them
+/// leave; they reconnect with `Last-Event-ID` and the replay gives each what it missed.
+fn join_share(
+    share: &[(&u64, &Client)],
+    writer: thread::ScopedJoinHandle<'_, Vec<(u64, String)>>,
+) -> Vec<(u64, String)> {
+    writer.join().unwrap_or_else(|_| {
+        let reason = String::from("its writer thread panicked during a broadcast");
+        share.iter().map(|(id, _)| (**id, reason.clone())).collect()
+    })
+}
+
+/// Releases the lock, then logs who left and why: printing is slow, and must not hold up a
+/// broadcast. Each line gives the count as it was once that client had gone, so every line is
+/// true when read, however many left in one broadcast.
 fn log_dropped(inner: MutexGuard<'_, Inner>, dropped: Dropped) {
-    let left = inner.clients.len();
+    let mut left = inner.clients.len() + dropped.len();
     drop(inner);
     for (peer, reason) in dropped {
+        left -= 1;
         eprintln!("{peer} dropped: {reason}; {left} connected");
     }
 }
@@ -390,23 +434,128 @@ mod tests {
     }
 
     #[test]
+    fn only_ascii_digits_are_an_id_of_ours() {
+        assert_eq!(Resume::from_header(None), Resume::New);
+        assert_eq!(Resume::from_header(Some("")), Resume::New);
+        assert_eq!(Resume::from_header(Some("0")), Resume::After(0));
+        assert_eq!(Resume::from_header(Some("42")), Resume::After(42));
+        for bad in ["+5", "-1", "abc", "1.5", " 5", "18446744073709551616"] {
+            assert_eq!(
+                Resume::from_header(Some(bad)),
+                Resume::Unreadable,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_client_that_joins_as_another_leaves_still_hears_the_count() {
         let list = ClientList::new(10);
         let (stream, peer, _first_end) = connection();
         let first = list
-            .connect(stream, peer, None, Vec::new(), None)
+            .connect(stream, peer, Resume::New, Vec::new(), None)
             .expect("room");
         list.announce_count();
         list.disconnect(first, String::from("left"));
         let (stream, peer, _second_end) = connection();
         let second = list
-            .connect(stream, peer, None, Vec::new(), None)
+            .connect(stream, peer, Resume::New, Vec::new(), None)
             .expect("room");
         // Still one client, as last announced; but this one has not heard it.
         list.announce_count();
         let backlog = list.next_backlog(second).expect("still catching up");
         let frames: Vec<&[u8]> = backlog.iter().map(|frame| &frame[..]).collect();
         assert_eq!(frames, [&b""[..], b"id: 2\nevent: clients\ndata: 1\n\n"]);
+    }
+
+    #[test]
+    fn a_writer_thread_that_panicked_drops_its_whole_share() {
+        let (first, peer_a, _a) = connection();
+        let (second, peer_b, _b) = connection();
+        let a = Client {
+            stream: first,
+            peer: peer_a,
+            last_event: None,
+        };
+        let b = Client {
+            stream: second,
+            peer: peer_b,
+            last_event: None,
+        };
+        let share = [(&1, &a), (&2, &b)];
+        let reason = String::from("its writer thread panicked during a broadcast");
+        thread::scope(|scope| {
+            let panicking = scope.spawn(|| -> Vec<(u64, String)> { panic!("a simulated bug") });
+            assert_eq!(
+                join_share(&share, panicking),
+                [(1, reason.clone()), (2, reason.clone())]
+            );
+            let one_failed = scope.spawn(|| vec![(2, String::from("write failed"))]);
+            assert_eq!(
+                join_share(&share, one_failed),
+                [(2, String::from("write failed"))]
+            );
+        });
+    }
+
+    /// A live client on the server's end of a fresh connection whose other end never reads.
+    fn stalled_client() -> (Client, TcpStream) {
+        let (stream, peer, other_end) = connection();
+        stream.set_nonblocking(true).expect("non-blocking");
+        (
+            Client {
+                stream,
+                peer,
+                last_event: None,
+            },
+            other_end,
+        )
+    }
+
+    #[test]
+    fn a_frame_only_partly_written_is_not_sent() {
+        // Bigger than both ends' socket buffers together can ever hold: the write is partial.
+        let (client, _other_end) = stalled_client();
+        let frame = Frame::from(vec![b'x'; 64 << 20]);
+        let err = client
+            .send(&frame)
+            .expect_err("a partial write is a failure");
+        assert!(err.starts_with("send buffer full after "), "{err}");
+        assert!(
+            err.ends_with(" of 67108864 bytes (client not reading)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_write_that_would_block_is_not_sent() {
+        // Fill the buffers with one huge frame, then one byte at a time: a one-byte write is whole
+        // or would block, never partial.
+        let (client, _other_end) = stalled_client();
+        let _ = client.send(&Frame::from(vec![b'x'; 64 << 20]));
+        let byte = Frame::from(&b"x"[..]);
+        let first_err = (0..1_000_000).find_map(|_| client.send(&byte).err());
+        assert_eq!(
+            first_err.as_deref(),
+            Some("send buffer full (client not reading)")
+        );
+    }
+
+    #[test]
+    fn a_client_that_falls_too_far_behind_while_catching_up_is_dropped() {
+        let list = ClientList::new(10);
+        let (stream, peer, _end) = connection();
+        let id = list
+            .connect(stream, peer, Resume::New, Vec::new(), None)
+            .expect("room");
+        // Its own thread never writes: everything queues behind the handshake, which counts too.
+        for i in 1..MAX_BACKLOG {
+            list.broadcast(None, &i.to_string());
+        }
+        assert_eq!(list.len(), 1, "still within the limit");
+        list.broadcast(None, "one too many");
+        assert!(list.is_empty(), "dropped, not queueing without bound");
+        assert_eq!(list.next_backlog(id), None);
     }
 
     /// The frames a new client's thread would write, in order, until it goes live or ends.
@@ -426,7 +575,7 @@ mod tests {
         // Comes back having seen nothing: the replay alone holds its one event.
         let (stream, peer, _end) = connection();
         let id = list
-            .connect(stream, peer, Some(0), b"head\n".to_vec(), Some(1))
+            .connect(stream, peer, Resume::After(0), b"head\n".to_vec(), Some(1))
             .expect("room");
         // Live events while its thread has not even started writing: none of them is its.
         list.broadcast(None, "three");
@@ -439,7 +588,7 @@ mod tests {
         let list = ClientList::new(10);
         let (stream, peer, _end) = connection();
         let id = list
-            .connect(stream, peer, None, b"head\n".to_vec(), Some(2))
+            .connect(stream, peer, Resume::New, b"head\n".to_vec(), Some(2))
             .expect("room");
         for text in ["a", "b", "c"] {
             list.broadcast(None, text);

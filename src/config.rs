@@ -1,12 +1,12 @@
 //! Configuration: the defaults, and reading them from the environment.
 //!
-//! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000), `HEARTBEAT_MS` (15000), `RETRY_MS` (3000)
-//! and `MAX_CLIENTS` (10000). Tests build a [`Config`] directly, with short periods, so they never
-//! wait through real seconds.
+//! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000), `HEARTBEAT_MS` (15000), `RETRY_MS` (3000),
+//! `MAX_CLIENTS` (10000) and `PUBLIC_DIR` (this crate's `public/`). Tests build a [`Config`]
+//! directly, with short periods, so they never wait through real seconds.
 
 use std::env::VarError;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -23,6 +23,9 @@ pub struct Config {
     pub retry: Duration,
     /// A request head must be complete this soon after the connection opens.
     pub head_timeout: Duration,
+    /// How long one write of a new stream's handshake and replay may wait for a client that is not
+    /// reading; then the client is dropped. (Live events never wait: see `Client::send`.)
+    pub replay_timeout: Duration,
     /// The folder served at `/`.
     pub public_dir: PathBuf,
 }
@@ -36,15 +39,17 @@ impl Default for Config {
             max_clients: 10_000,
             retry: Duration::from_millis(3000),
             head_timeout: Duration::from_secs(10),
-            // Found wherever `cargo run` is started from.
+            replay_timeout: Duration::from_secs(10),
+            // Found wherever `cargo run` is started from; `PUBLIC_DIR` points elsewhere, for a
+            // binary moved away from its source tree.
             public_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/public")),
         }
     }
 }
 
 impl Config {
-    /// Reads `PORT`, `HOST`, `TICK_MS`, `HEARTBEAT_MS`, `RETRY_MS` and `MAX_CLIENTS` through `var`
-    /// (`std::env::var` in `main`). The error is one line that names the variable.
+    /// Reads `PORT`, `HOST`, `TICK_MS`, `HEARTBEAT_MS`, `RETRY_MS`, `MAX_CLIENTS` and `PUBLIC_DIR`
+    /// through `var` (`std::env::var` in `main`). The error is one line that names the variable.
     pub fn from_env(var: impl Fn(&str) -> Result<String, VarError>) -> Result<Config, String> {
         let get = |name: &str| match var(name) {
             Ok(value) => Ok(Some(value)),
@@ -73,8 +78,18 @@ impl Config {
                     "HOST={host:?} is invalid: expected an IP address or a host name that resolves"
                 )
             })?;
+        let public_dir = match get("PUBLIC_DIR")? {
+            None => Config::default().public_dir,
+            Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir),
+            Some(dir) => {
+                return Err(format!(
+                    "PUBLIC_DIR={dir:?} is invalid: expected a folder that exists"
+                ));
+            }
+        };
         Ok(Config {
             addr,
+            public_dir,
             tick: Duration::from_millis(number("TICK_MS", 1000, 1, 86_400_000)?),
             heartbeat: Duration::from_millis(number("HEARTBEAT_MS", 15_000, 1, 86_400_000)?),
             retry: Duration::from_millis(number("RETRY_MS", 3000, 0, 600_000)?),
@@ -159,6 +174,23 @@ mod tests {
             from(&[("HOST", "not a host")])
                 .unwrap_err()
                 .starts_with("HOST=")
+        );
+    }
+
+    #[test]
+    fn public_dir_must_be_a_folder_that_exists() {
+        let here = env!("CARGO_MANIFEST_DIR");
+        let config = from(&[("PUBLIC_DIR", here)]).unwrap();
+        assert_eq!(config.public_dir, PathBuf::from(here));
+        let missing = format!("{here}/no-such-folder");
+        assert_eq!(
+            from(&[("PUBLIC_DIR", &missing)]).unwrap_err(),
+            format!("PUBLIC_DIR={missing:?} is invalid: expected a folder that exists")
+        );
+        let file = format!("{here}/Cargo.toml");
+        assert!(
+            from(&[("PUBLIC_DIR", &file)]).is_err(),
+            "a file is not a folder"
         );
     }
 

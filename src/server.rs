@@ -3,7 +3,7 @@
 //! Start with [`stream_events`]: it is the whole Server-Sent Events handshake, step by step. The
 //! rest is plain HTTP: the page from `public/`, `POST /publish`, and `GET /lab/seen` for the lab.
 
-use crate::clients::ClientList;
+use crate::clients::{ClientList, Resume};
 use crate::config::Config;
 use crate::http::{self, HttpError, Request, Response};
 use crate::lab::{self, Lab};
@@ -174,30 +174,26 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     handshake += &event::retry(lab.retry.unwrap_or(app.config.retry).as_millis());
 
     // Step 3: a reconnecting browser sends the id of the last event it saw (§9.2.4). A value we
-    // cannot read is ignored, never refused: any answer but 200 would stop the browser for good.
-    let last_event_id_header = request.header("last-event-id");
-    let last_event_id = last_event_id_header.and_then(|id| id.trim().parse::<u64>().ok());
+    // cannot read is never refused (any answer but 200 would stop the browser for good): see
+    // `Resume`.
+    let last_event_id = request.header("last-event-id");
+    let resume = Resume::from_header(last_event_id);
     // A lab stream says first what it received, so a page can show what its browser sent.
     if lab.is_on() {
-        let echo = lab::echo(last_event_id_header);
-        handshake += &event::frame(None, Some("lab"), &echo);
+        handshake += &event::frame(None, Some("lab"), &lab::echo(last_event_id));
     }
 
     // Step 4: join the client list. Under its lock the list queues, behind this handshake, the
-    // events missed since `last_event_id`, so the replay and the live events meet with no gap.
+    // events missed since that id, so the replay and the live events meet with no gap.
     // Each frame is small and complete: send it now instead of waiting to fill a packet (Nagle).
     let _ = stream.set_nodelay(true);
     let writer = match stream.try_clone() {
         Ok(writer) => writer,
         Err(e) => return eprintln!("{peer}: cannot clone the socket ({e}); closing"),
     };
-    let joined = app.clients.connect(
-        writer,
-        peer,
-        last_event_id,
-        handshake.into_bytes(),
-        lab.end_after,
-    );
+    let joined = app
+        .clients
+        .connect(writer, peer, resume, handshake.into_bytes(), lab.end_after);
     let Some(id) = joined else {
         // The cap is here. Beware: a 503 fails the EventSource for good (§9.2.2), so this browser
         // will not retry until its page is reloaded; only scripts and proxies read Retry-After.
@@ -208,7 +204,7 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // Step 5: write the handshake and replay from this thread, which may wait on a slow reader
     // without holding anyone up. Once the backlog is empty the client is live: the ticker and
     // publishers write to it from then on, and this thread ends.
-    let _ = stream.set_write_timeout(Some(app.config.head_timeout));
+    let _ = stream.set_write_timeout(Some(app.config.replay_timeout));
     while let Some(frames) = app.clients.next_backlog(id) {
         for frame in frames {
             if let Err(e) = stream.write_all(&frame) {

@@ -18,6 +18,7 @@ fn invalid_variable_exits_2_naming_it() {
         ("MAX_CLIENTS", "lots"),
         ("RETRY_MS", "600001"),
         ("HEARTBEAT_MS", "soon"),
+        ("PUBLIC_DIR", "/no/such/folder"),
         ("HOST", "no such host!"),
     ] {
         let output = server().env(name, value).output().unwrap();
@@ -115,6 +116,23 @@ fn retry_and_heartbeat_come_from_the_environment() {
 }
 
 #[test]
+fn public_dir_serves_the_page_from_elsewhere() {
+    // A binary moved away from its source tree, with its page beside it.
+    let dir = std::env::temp_dir().join(format!("sse-public-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>moved</p>").unwrap();
+    let mut command = server();
+    command.env("PUBLIC_DIR", &dir);
+    let (mut child, addr, _stderr) = launch(command);
+    let page = common::raw_text(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.ends_with("\r\n\r\n<p>moved</p>"), "{page}");
+}
+
+#[test]
 fn lab_answers_are_narrated() {
     let (mut child, addr, stderr) = launch(server());
     let request = format!("GET /events?status=204 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
@@ -135,6 +153,39 @@ fn lab_answers_are_narrated() {
         rest,
         "GET /events?status=204 -> 204 No Content: the browser stops reconnecting (204 is the spec's way to say stop, §9.2.1)"
     );
+}
+
+#[test]
+fn each_drop_line_gives_the_count_as_it_was_then() {
+    // No ticks: the only writes are the publishes below.
+    let mut command = server();
+    command.env("TICK_MS", "3600000");
+    let (mut child, addr, stderr) = launch(command);
+    let mut streams: Vec<_> = (0..2)
+        .map(|_| common::EventStream::open(addr, ""))
+        .collect();
+    streams[1].wait_for_count(2);
+    // Both leave at once. The first write to each still succeeds (the kernel takes it, and the
+    // peer answers with a reset), so only a later broadcast fails both, together.
+    drop(streams);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut dropped = Vec::new();
+    for _ in 0..20 {
+        common::publish(addr, "anyone there?");
+        dropped.extend(stderr.try_iter().filter(|line| line.contains(" dropped: ")));
+        if dropped.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    let counts: Vec<&str> = dropped
+        .iter()
+        .map(|line| line.rsplit_once("; ").map_or("", |(_, count)| count))
+        .collect();
+    assert_eq!(counts, ["1 connected", "0 connected"], "{dropped:?}");
 }
 
 #[test]

@@ -556,18 +556,29 @@ fn an_id_from_the_future_gets_a_gap_and_everything_kept() {
 }
 
 #[test]
-fn unreadable_last_event_id_is_ignored() {
+fn an_id_that_is_not_ours_gets_a_gap_and_everything_kept() {
     let addr = start(quiet());
     publish(addr, "before");
     let mut open = Vec::new();
-    for bad in ["abc", "", "-1", "1.5"] {
+    for bad in ["abc", "-1", "+1", "1.5", "0x1", "99999999999999999999"] {
         let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {bad}\r\n"));
         assert!(stream.head.starts_with("HTTP/1.1 200 OK\r\n"), "{bad:?}");
-        // No replay and no gap: the first event is live, the count that includes this client.
-        let first = stream.next();
-        assert_eq!(first.event_type, "clients", "{bad:?}: {first:?}");
+        let gap = stream.next();
+        assert_eq!(gap.event_type, "gap", "{bad:?}");
+        assert_eq!(gap.data, r#"{"last_event_id":null,"resume_from":1}"#);
+        assert_eq!(stream.next().data, "before", "{bad:?}");
         open.push(stream);
     }
+}
+
+#[test]
+fn an_empty_last_event_id_is_a_new_stream() {
+    let addr = start(quiet());
+    publish(addr, "before");
+    let mut stream = EventStream::open(addr, "Last-Event-ID: \r\n");
+    // No replay and no gap: the first event is live, the count that includes this client.
+    let first = stream.next();
+    assert_eq!(first.event_type, "clients", "{first:?}");
 }
 
 #[test]
