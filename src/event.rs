@@ -67,8 +67,12 @@ pub fn retry(ms: u128) -> String {
 }
 
 /// A comment frame: §9.2.6 ignores any line that starts with a colon, so it reaches no page. Sent
-/// as a heartbeat, it keeps proxies from closing an idle connection and makes the server write,
-/// which is how it notices a client that vanished without closing (a write fails).
+/// as a heartbeat, it keeps proxies from closing an idle connection (§9.2.7) and makes the server
+/// write, which is how it notices a client that closed its connection: the next write or two
+/// fail. A peer that vanished without a word (Wi-Fi off, a cable pulled) is another matter:
+/// writes to it succeed into the kernel's buffer until that fills or TCP gives up retransmitting,
+/// many minutes later. Production servers add TCP keepalive, `TCP_USER_TIMEOUT` or a deadline
+/// of their own.
 ///
 /// ```
 /// assert_eq!(sse_server::event::comment("heartbeat"), ": heartbeat\n\n");

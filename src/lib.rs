@@ -1,14 +1,15 @@
 //! A Server-Sent Events server, written to be read top to bottom.
 //!
-//! The modules in reading order:
-//! - [`config`]: the settings, and reading them from the environment.
-//! - [`http`]: reading and parsing a request head, writing a response, the error-to-status table.
-//! - [`event`]: framing one event as the bytes of `text/event-stream`.
+//! The modules in reading order: the protocol first, then the plain HTTP around it.
+//! - [`event`]: the bytes of one event in the `text/event-stream` format.
+//! - [`server`]: start at `stream_events`, the stream handshake step by step; then the accept loop,
+//!   one thread per connection, and routing.
 //! - [`clients`]: the `Mutex`-guarded client list, the event ids, the replay buffer, broadcasting.
 //! - [`ticker`]: the thread that feeds the list: the time, the client count, heartbeats.
-//! - [`static_files`]: the page and its assets from `public/`.
-//! - [`server`]: the accept loop, one thread per connection, routing, and the stream handshake.
 //! - [`lab`]: query-string switches that make `/events` misbehave on purpose, for experiments.
+//! - Plain HTTP, to skim: [`http`] (reading and parsing a request head, writing a response, the
+//!   error-to-status table) and [`static_files`] (the page and its assets from `public/`).
+//! - [`config`]: the settings, and reading them from the environment.
 
 pub mod clients;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The server: accept connections, give each its own thread, read its request and route it.
 //!
-//! Start with [`stream_events`]: it is the whole Server-Sent Events handshake, step by step. The
+//! Start with `stream_events`: it is the whole Server-Sent Events handshake, step by step. The
 //! rest is plain HTTP: the page from `public/`, `POST /publish`, and `GET /lab/seen` for the lab.
 
 use crate::clients::{ClientList, Resume};
