@@ -10,7 +10,10 @@
 //! - Plain HTTP, to skim: [`http`] (reading and parsing a request head, writing a response, the
 //!   error-to-status table) and [`static_files`] (the page and its assets from `public/`).
 //! - [`config`]: the settings, and reading them from the environment.
+//! - [`client`]: the other half, what a browser's `EventSource` does with the bytes: the parser
+//!   and the connection, with its reconnects.
 
+pub mod client;
 pub mod clients;
 pub mod config;
 pub mod event;

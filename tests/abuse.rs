@@ -2,7 +2,7 @@
 
 mod common;
 use common::{
-    EventStream, READ_TIMEOUT, SpecParser, config, connect, publish, quiet, read_to_close, start,
+    EventStream, Parser, READ_TIMEOUT, config, connect, publish, quiet, read_to_close, start,
 };
 use sse_server::Config;
 use std::io::{Read, Write};
@@ -61,7 +61,7 @@ fn a_client_that_stops_reading_delays_no_one_and_is_dropped() {
     // followed by the end of the connection, so the client discards it (§9.2.6) and no other
     // frame is ever glued to it.
     let rest = read_to_close(&mut stalled.tcp);
-    let mut parser = SpecParser::default();
+    let mut parser = Parser::default();
     let received: Vec<String> = parser
         .feed(&stalled.body)
         .into_iter()

@@ -1,8 +1,9 @@
 //! Shared by the integration tests: start a real server on port 0, talk to it over real sockets,
-//! and decode its stream the way a browser does.
+//! and decode its stream the way a browser does, with `sse_server::client::Parser`.
 #![allow(dead_code)] // each test file uses its own part of this
 
 use sse_server::Config;
+pub use sse_server::client::{Event, Parser};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
@@ -87,112 +88,14 @@ pub fn status(response: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
-/// One event as an `EventSource` hands it to the page (§9.2.6 "dispatch the event").
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub event_type: String,
-    pub data: String,
-    pub last_event_id: String,
-}
-
-/// The client side of §9.2.5/§9.2.6, step by step: split the stream into lines at CRLF, LF or CR;
-/// ignore comments; collect fields; dispatch on an empty line.
-#[derive(Default)]
-pub struct SpecParser {
-    line: Vec<u8>,
-    /// A CR ended the last line; an LF right after it belongs to the same line break.
-    after_cr: bool,
-    started: bool,
-    data: String,
-    event_type: String,
-    last_event_id: String,
-    pub retry: Option<u64>,
-    pub comments: usize,
-}
-
-impl SpecParser {
-    /// Feeds bytes as they arrive; returns the events they complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
-        let mut events = Vec::new();
-        for &b in bytes {
-            if b == b'\n' && self.after_cr {
-                self.after_cr = false;
-                continue;
-            }
-            self.after_cr = b == b'\r';
-            if b != b'\r' && b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let mut line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
-            // §9.2.5: one U+FEFF BOM at the very start of the stream is dropped.
-            if !self.started {
-                self.started = true;
-                if let Some(rest) = line.strip_prefix('\u{feff}') {
-                    line = rest.to_string();
-                }
-            }
-            events.extend(self.process_line(&line));
-        }
-        events
-    }
-
-    fn process_line(&mut self, line: &str) -> Option<Event> {
-        if line.is_empty() {
-            return self.dispatch();
-        }
-        if line.starts_with(':') {
-            self.comments += 1;
-            return None;
-        }
-        // Field name up to the first colon; one space after it is stripped.
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => self.event_type = value.to_string(),
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
-            }
-            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                self.retry = value.parse().ok()
-            }
-            _ => {}
-        }
-        None
-    }
-
-    fn dispatch(&mut self) -> Option<Event> {
-        // The last event ID persists across events; data and type are reset.
-        let event_type = std::mem::take(&mut self.event_type);
-        let mut data = std::mem::take(&mut self.data);
-        if data.is_empty() {
-            return None;
-        }
-        data.pop(); // the trailing LF
-        Some(Event {
-            event_type: if event_type.is_empty() {
-                String::from("message")
-            } else {
-                event_type
-            },
-            data,
-            last_event_id: self.last_event_id.clone(),
-        })
-    }
-}
-
-/// An open `/events` stream, decoded by [`SpecParser`].
+/// An open `/events` stream, decoded by the project's own client parser, as a browser would.
 pub struct EventStream {
     pub tcp: TcpStream,
     /// The response head, up to and including the blank line.
     pub head: String,
     /// Every body byte received so far, for assertions on the exact wire format.
     pub body: Vec<u8>,
-    pub parser: SpecParser,
+    pub parser: Parser,
     queued: std::collections::VecDeque<Event>,
 }
 
@@ -213,7 +116,7 @@ impl EventStream {
             tcp,
             head: String::new(),
             body: Vec::new(),
-            parser: SpecParser::default(),
+            parser: Parser::default(),
             queued: Default::default(),
         };
         let mut raw = Vec::new();
