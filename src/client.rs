@@ -461,17 +461,19 @@ impl EventSource {
     ) -> Next {
         let mut parser = Parser::new(&self.last_event_id);
         let mut on_bytes = |bytes: &[u8]| {
-            for event in parser.feed(bytes) {
-                self.last_event_id = event.last_event_id.clone();
-                if report(Report::Event(event)).is_break() {
-                    return ControlFlow::Break(());
+            // Line by line, so that a `retry:` is reported where it stood among the events.
+            for piece in bytes.split_inclusive(|b| *b == b'\n' || *b == b'\r') {
+                for event in parser.feed(piece) {
+                    if report(Report::Event(event)).is_break() {
+                        return ControlFlow::Break(());
+                    }
                 }
-            }
-            // An `id:` without data moves the last event ID too.
-            self.last_event_id = parser.last_event_id().to_string();
-            if let Some(ms) = parser.retry.take() {
-                self.reconnection_time = Duration::from_millis(ms);
-                return report(Report::Retry(self.reconnection_time));
+                // Moved by every dispatch, even one without data (`id: 7` and a blank line).
+                self.last_event_id = parser.last_event_id().to_string();
+                if let Some(ms) = parser.retry.take() {
+                    self.reconnection_time = Duration::from_millis(ms);
+                    report(Report::Retry(self.reconnection_time))?;
+                }
             }
             ControlFlow::Continue(())
         };
@@ -803,6 +805,9 @@ mod tests {
     fn format_field_retry_bogus() {
         let mut parser = Parser::default();
         parser.feed(b"retry:3000\nretry:1000x\ndata:x\n\n");
+        assert_eq!(parser.retry, Some(3000));
+        // Not in the web-platform-tests, but the same rule: a sign is not a digit.
+        parser.feed(b"retry:+1000\nretry: -1\n\n");
         assert_eq!(parser.retry, Some(3000));
     }
 

@@ -1,0 +1,462 @@
+//! The client side (`sse_server::client` and `examples/listen.rs`) against small servers written
+//! here over raw sockets, and against this project's own server.
+
+mod common;
+use sse_server::client::{End, Event, EventSource, Report, Url};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
+
+/// One request as a small server saw it: its head, when it arrived, and when the answer to it
+/// was finished and its connection closed.
+struct Seen {
+    head: String,
+    arrived: Instant,
+    closed: Instant,
+}
+
+/// A server that answers its first connections with `answers`, one each, closing after each,
+/// then stops listening. Each request it read comes back on the channel.
+fn small_server(answers: Vec<String>) -> (SocketAddr, Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (send, seen) = channel();
+    thread::spawn(move || {
+        for answer in answers {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let arrived = Instant::now();
+            stream
+                .set_read_timeout(Some(common::READ_TIMEOUT))
+                .expect("timeout");
+            let mut head = Vec::new();
+            let mut byte = [0];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(answer.as_bytes());
+            drop(stream);
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let closed = Instant::now();
+            if send
+                .send(Seen {
+                    head,
+                    arrived,
+                    closed,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// Runs an `EventSource` on `url` in a thread of its own until it ends, or until `stop` says so
+/// of a report; returns every report and how it ended, failing the test after 10 s.
+fn run_client(url: &str, stop: impl Fn(&Report) -> bool + Send + 'static) -> (Vec<Report>, End) {
+    run_source(EventSource::new(Url::parse(url).expect("a URL")), stop)
+}
+
+/// Like [`run_client`], for an `EventSource` the test set up.
+fn run_source(
+    mut source: EventSource,
+    stop: impl Fn(&Report) -> bool + Send + 'static,
+) -> (Vec<Report>, End) {
+    let (send, done) = channel();
+    thread::spawn(move || {
+        let mut reports = Vec::new();
+        let end = source.run(|report| {
+            let stopping = stop(&report);
+            reports.push(report);
+            match stopping {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        });
+        let _ = send.send((reports, end));
+    });
+    done.recv_timeout(Duration::from_secs(10))
+        .expect("the client did not end within 10 s")
+}
+
+fn never(_: &Report) -> bool {
+    false
+}
+
+fn message(data: &str, id: &str) -> Report {
+    Report::Event(Event {
+        event_type: "message".into(),
+        data: data.into(),
+        last_event_id: id.into(),
+    })
+}
+
+// ---- The connection, against small servers ----
+
+#[test]
+fn a_stream_that_ends_is_asked_for_again_with_the_last_event_id_after_the_retry_time() {
+    let (addr, seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 300\n\nid: 5\ndata: a\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/events"), never);
+    assert_eq!(
+        reports,
+        [
+            Report::Open,
+            Report::Retry(Duration::from_millis(300)),
+            message("a", "5"),
+            Report::Lost(String::from("the stream ended")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(300),
+                last_event_id: String::from("5")
+            },
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+
+    let first = seen.recv_timeout(common::READ_TIMEOUT).expect("a request");
+    assert_eq!(
+        first.head,
+        format!(
+            "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        ),
+        "a first request sends no Last-Event-ID"
+    );
+    let second = seen
+        .recv_timeout(common::READ_TIMEOUT)
+        .expect("a reconnect");
+    assert!(
+        second.head.contains("\r\nLast-Event-ID: 5\r\n"),
+        "{}",
+        second.head
+    );
+    let waited = second.arrived - first.closed;
+    assert!(
+        waited >= Duration::from_millis(300),
+        "reconnected after {waited:?}"
+    );
+}
+
+#[test]
+fn the_last_event_id_survives_a_reconnect() {
+    // The second stream's event has no `id:`: it still carries the id the first stream set,
+    // and so does the third request.
+    let (addr, seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 0\n\nid: 5\ndata: a\n\n"),
+        format!("{STREAM_HEAD}data: b\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    let events: Vec<&Report> = reports
+        .iter()
+        .filter(|r| matches!(r, Report::Event(_)))
+        .collect();
+    assert_eq!(events, [&message("a", "5"), &message("b", "5")]);
+    assert_eq!(end, End::Stopped);
+    let heads: Vec<String> = (0..3)
+        .map(|_| {
+            seen.recv_timeout(common::READ_TIMEOUT)
+                .expect("a request")
+                .head
+        })
+        .collect();
+    assert!(
+        heads[2].contains("\r\nLast-Event-ID: 5\r\n"),
+        "{}",
+        heads[2]
+    );
+}
+
+#[test]
+fn a_network_error_reconnects_after_the_reconnection_time() {
+    // The first connection closes before any answer: no response at all.
+    let (addr, _seen) = small_server(vec![String::new(), NO_CONTENT.to_string()]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    assert_eq!(
+        source.reconnection_time,
+        Duration::from_millis(3000),
+        "the default"
+    );
+    source.reconnection_time = Duration::from_millis(100);
+    let (reports, end) = run_source(source, never);
+    assert_eq!(end, End::Stopped);
+    assert!(
+        matches!(&reports[0], Report::Lost(why) if why.starts_with("network error: ")),
+        "{reports:?}"
+    );
+    assert_eq!(
+        reports[1],
+        Report::Reconnecting {
+            delay: Duration::from_millis(100),
+            last_event_id: String::new()
+        }
+    );
+}
+
+#[test]
+fn a_204_stops_the_client() {
+    let (addr, _seen) = small_server(vec![NO_CONTENT.to_string()]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!((reports, end), (vec![], End::Stopped));
+}
+
+#[test]
+fn another_status_or_type_fails_the_connection() {
+    for (answer, why) in [
+        (
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n",
+            "status 503 Service Unavailable",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\ndata: no\n\n",
+            r#"Content-Type "text/plain" is not text/event-stream"#,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\n\r\ndata: no\n\n",
+            r#"Content-Type "" is not text/event-stream"#,
+        ),
+    ] {
+        let (addr, _seen) = small_server(vec![answer.to_string()]);
+        let (reports, end) = run_client(&format!("http://{addr}/"), never);
+        assert_eq!((reports, end), (vec![], End::Failed(why.to_string())));
+    }
+}
+
+#[test]
+fn an_event_stream_type_with_parameters_is_accepted() {
+    let (addr, _seen) = small_server(vec![format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\n\r\ndata: yes\n\n"
+    )]);
+    let (reports, _) = run_client(&format!("http://{addr}/"), |r| {
+        matches!(r, Report::Event(_))
+    });
+    assert_eq!(reports, [Report::Open, message("yes", "")]);
+}
+
+#[test]
+fn a_chunked_body_is_read_across_chunk_boundaries() {
+    // "data: hello" split inside the line, and its CRLF split across two chunks.
+    let body = "9\r\ndata: hel\r\n3\r\nlo\r\r\n3\r\n\n\r\n\r\n0\r\n\r\n";
+    let (addr, _seen) = small_server(vec![
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(reports[..2], [Report::Open, message("hello", "")]);
+    assert_eq!(reports[2], Report::Lost(String::from("the stream ended")));
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
+fn a_redirect_is_followed_and_a_reconnect_starts_from_the_first_url() {
+    let (addr, seen) = small_server(vec![
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: /real?x=1\r\n\r\n".to_string(),
+        format!("{STREAM_HEAD}retry: 0\n\ndata: here\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/events"), never);
+    assert_eq!(
+        reports[..3],
+        [
+            Report::Redirect(format!("http://{addr}/real?x=1")),
+            Report::Open,
+            Report::Retry(Duration::ZERO)
+        ]
+    );
+    assert_eq!(reports[3], message("here", ""));
+    assert_eq!(end, End::Stopped);
+    let targets: Vec<String> = (0..3)
+        .map(|_| {
+            let head = seen
+                .recv_timeout(common::READ_TIMEOUT)
+                .expect("a request")
+                .head;
+            head.split(' ').nth(1).unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(targets, ["/events", "/real?x=1", "/events"]);
+}
+
+#[test]
+fn a_redirect_to_https_fails() {
+    let (addr, _seen) = small_server(vec![
+        "HTTP/1.1 302 Found\r\nLocation: https://example.com/\r\n\r\n".to_string(),
+    ]);
+    let (_, end) = run_client(&format!("http://{addr}/"), never);
+    assert!(
+        matches!(&end, End::Failed(why) if why.starts_with("bad redirect: ")),
+        "{end:?}"
+    );
+}
+
+// ---- Against this project's server ----
+
+#[test]
+fn end_after_cycles_lose_and_repeat_nothing() {
+    let addr = common::start(common::config());
+    let url = format!("http://{addr}/events?end_after=3&retry=20");
+    let (reports, end) = run_client(&url, |report| {
+        // Stop at the fifth connection: four whole cycles are behind it.
+        static OPENS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        *report == Report::Open && OPENS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 4
+    });
+    assert_eq!(end, End::Closed);
+    let ids: Vec<u64> = reports
+        .iter()
+        .filter_map(|report| match report {
+            Report::Event(event) if event.event_type != "lab" => {
+                Some(event.last_event_id.parse().expect("a numeric id"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 12, "{reports:#?}");
+    assert_eq!(
+        ids,
+        (ids[0]..ids[0] + 12).collect::<Vec<u64>>(),
+        "no gap, no repeat"
+    );
+}
+
+// ---- examples/listen.rs ----
+
+/// The `listen` example, built once for these tests (a filtered `cargo test` builds no example).
+fn listen() -> Command {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--example", "listen"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            cargo.arg("--release");
+        }
+        assert!(cargo.status().expect("run cargo").success(), "build listen");
+        // This test runs from target/<profile>/deps/; the example is in target/<profile>/examples/.
+        let exe = std::env::current_exe().expect("this test's path");
+        let profile = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("a target folder");
+        profile.join("examples").join("listen")
+    });
+    Command::new(path)
+}
+
+/// Runs `listen` with `args` until it exits, killing it after 10 s.
+fn run_listen(args: &[&str]) -> Output {
+    let mut child = listen()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start listen");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("its output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn listen_exits_1_when_the_connection_fails() {
+    let addr = common::start(common::quiet());
+    for (query, why) in [
+        ("status=503", "failed: status 503 Service Unavailable; "),
+        (
+            "type=text/plain",
+            r#"failed: Content-Type "text/plain" is not text/event-stream; "#,
+        ),
+    ] {
+        let output = run_listen(&[&format!("http://{addr}/events?{query}")]);
+        assert_eq!(output.status.code(), Some(1), "{query}");
+        assert!(output.stdout.is_empty(), "{query}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.lines().any(|l| l.starts_with(why)), "{stderr}");
+    }
+}
+
+#[test]
+fn listen_exits_0_on_204_and_after_max_events() {
+    let addr = common::start(common::config());
+    let output = run_listen(&[&format!("http://{addr}/events?status=204")]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stderr).contains("stopped: 204 No Content"));
+
+    let output = run_listen(&[&format!("http://{addr}/sse"), "--max-events", "3"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("clients (id "), "{stdout}");
+    assert!(lines[1].starts_with("message (id "), "{stdout}");
+    assert!(text(&output.stderr).contains("\nconnected\n"));
+}
+
+#[test]
+fn listen_json_escapes_every_character_json_must() {
+    let (addr, seen) = small_server(vec![format!(
+        "{STREAM_HEAD}event: odd\ndata: say \"hi\"\ndata: back\\slash\ttab\u{1}bell\u{7f}\nid: x\"y\n\n"
+    )]);
+    let output = run_listen(&[
+        &format!("http://{addr}/"),
+        "--json",
+        "--last-event-id",
+        "41",
+        "--max-events",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "{\"type\":\"odd\",\"data\":\"say \\\"hi\\\"\\nback\\\\slash\\ttab\\u0001bell\u{7f}\",\"lastEventId\":\"x\\\"y\"}\n"
+    );
+    let head = seen
+        .recv_timeout(common::READ_TIMEOUT)
+        .expect("a request")
+        .head;
+    assert!(head.contains("\r\nLast-Event-ID: 41\r\n"), "{head}");
+}
+
+#[test]
+fn listen_exits_2_on_bad_arguments_with_a_usage_line() {
+    for args in [
+        &["--max-events", "0"][..],
+        &["--max-events", "+3"],
+        &["--bogus"],
+        &["https://example.com/events"],
+        &["localhost:3000"],
+        &["--last-event-id"],
+        &["--last-event-id", "a\nb"],
+        &["http://a/", "http://b/"],
+    ] {
+        let output = run_listen(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.starts_with("listen: "), "{args:?}: {stderr}");
+        assert!(stderr.contains("\nusage: listen "), "{args:?}: {stderr}");
+    }
+}
