@@ -9,6 +9,7 @@
 //! other than 200, the wrong type, a bad redirect); 2 for bad arguments or a URL it cannot use.
 
 use sse_server::client::{End, Event, EventSource, Report, Url};
+use sse_server::http::digits;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
@@ -99,9 +100,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--max-events" => {
                 let n = value()?;
-                let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-                match n.parse::<u64>() {
-                    Ok(count) if digits && count > 0 => options.max_events = Some(count),
+                match digits(n) {
+                    Some(count) if count > 0 => options.max_events = Some(count),
                     _ => return Err(format!("--max-events {n}: expected a whole number above 0")),
                 }
             }

@@ -6,7 +6,7 @@
 //! the checks on the response, the body, and reconnecting. Left out: `https://` (std has no TLS),
 //! cookies, CORS, and every method but `GET`.
 
-use crate::http::head_end;
+use crate::http::{digits, head_end};
 use crate::lab::is_event_stream;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -142,8 +142,8 @@ impl Parser {
             // "If the field value consists of only ASCII digits, then interpret the field value as
             // an integer in base ten, and set the event stream's reconnection time to that
             // integer. Otherwise, ignore the field." A number too big for u64 is ignored too.
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                if let Ok(ms) = value.parse() {
+            "retry" => {
+                if let Some(ms) = digits(value) {
                     self.retry = Some(ms);
                 }
             }

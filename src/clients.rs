@@ -8,6 +8,7 @@
 //! waits on a socket while the lock is held, so one stuck client cannot stall the others.
 
 use crate::event;
+use crate::http::digits;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -82,10 +83,7 @@ impl Resume {
     pub fn from_header(value: Option<&str>) -> Resume {
         match value {
             None | Some("") => Resume::New,
-            Some(id) if id.bytes().all(|b| b.is_ascii_digit()) => {
-                id.parse().map_or(Resume::Unreadable, Resume::After)
-            }
-            Some(_) => Resume::Unreadable,
+            Some(id) => digits(id).map_or(Resume::Unreadable, Resume::After),
         }
     }
 }

@@ -260,6 +260,16 @@ pub fn read_body(
     Ok(body)
 }
 
+/// A whole number written with ASCII digits only, which is all that `retry:` (§9.2.6), this
+/// server's `Last-Event-ID` and the lab's switches accept. `str::parse` alone would also take a
+/// leading `+`. `None` for anything else, an empty string, or a number too big for a `u64`.
+pub fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// Decodes `%XX` escapes (RFC 3986 §2.1). `None` for a `%` not followed by two hex digits.
 pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
@@ -562,6 +572,25 @@ mod tests {
             parse_request(b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n").unwrap_err(),
             HttpError::BadRequest("request head is not UTF-8")
         );
+    }
+
+    #[test]
+    fn digits_are_digits_only() {
+        assert_eq!(digits("0"), Some(0));
+        assert_eq!(digits("003000"), Some(3000));
+        assert_eq!(digits("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "+5",
+            "-1",
+            " 5",
+            "5 ",
+            "1.5",
+            "0x1",
+            "18446744073709551616",
+        ] {
+            assert_eq!(digits(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

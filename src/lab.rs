@@ -13,7 +13,7 @@
 //! | `retry=MS` | starts the stream with `retry: MS` (0 to 600000) |
 //! | `run=LABEL` | counts the request under `LABEL`; `GET /lab/seen?run=LABEL` tells how many came |
 
-use crate::http::{HttpError, Response, percent_decode};
+use crate::http::{HttpError, Response, digits, percent_decode};
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -108,12 +108,9 @@ fn set<T>(slot: &mut Option<T>, value: Result<T, HttpError>) -> Result<(), HttpE
     Ok(())
 }
 
-/// A whole number in `min..=max`, written with ASCII digits only (no sign, no spaces).
+/// A whole number in `min..=max`, written with at most 10 ASCII digits (no sign, no spaces).
 fn number(value: &str, min: u64, max: u64) -> Option<u64> {
-    if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok().filter(|n| (min..=max).contains(n))
+    digits(value).filter(|n| value.len() <= 10 && (min..=max).contains(n))
 }
 
 fn status(value: &str) -> Result<u16, HttpError> {
