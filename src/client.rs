@@ -6,13 +6,13 @@
 //! the checks on the response, the body, and reconnecting. Left out: `https://` (std has no TLS),
 //! cookies, CORS, and every method but `GET`.
 
-use crate::http::{digits, head_end};
+use crate::http::{digits, read_head};
 use crate::lab::is_event_stream;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::ops::ControlFlow;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One event as `EventSource` hands it to a page: the `MessageEvent`'s `type`, `data` and
 /// `lastEventId`.
@@ -515,24 +515,9 @@ fn request(url: &Url, last_event_id: &str) -> io::Result<(TcpStream, ResponseHea
     stream.write_all(request.as_bytes())?;
 
     // The head must come within 30 s; the body may then be quiet as long as it likes.
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut buf = Vec::new();
-    let mut piece = [0; 4096];
-    let end = loop {
-        if let Some(end) = head_end(&buf) {
-            break end;
-        }
-        if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "response head too large",
-            ));
-        }
-        match stream.read(&mut piece)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => buf.extend_from_slice(&piece[..n]),
-        }
-    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut buf, end) = read_head(&mut stream, deadline, MAX_RESPONSE_HEAD)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "response head too large"))?;
     stream.set_read_timeout(None)?;
     let head = parse_response_head(&buf[..end])
         .map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))?;

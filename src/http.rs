@@ -109,18 +109,20 @@ impl Request {
     }
 }
 
-/// Reads from the socket until the blank line that ends a request head.
+/// Reads from the socket until the blank line that ends a head: a request's here ([`MAX_HEAD`]),
+/// a response's in the client.
 ///
 /// Returns everything read (the head and perhaps the start of a body) and the length of the head,
-/// or `Ok(None)` if [`MAX_HEAD`] bytes came without a blank line. The whole head must arrive before
+/// or `Ok(None)` if `max` bytes came without a blank line. The whole head must arrive before
 /// `deadline`, not each read: a client trickling one byte a second (slowloris) still times out.
 pub fn read_head(
     stream: &mut TcpStream,
     deadline: Instant,
+    max: usize,
 ) -> io::Result<Option<(Vec<u8>, usize)>> {
-    let mut buf = vec![0; MAX_HEAD];
+    let mut buf = vec![0; max];
     let mut len = 0;
-    while len < MAX_HEAD {
+    while len < max {
         stream.set_read_timeout(Some(time_left(deadline)?))?;
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {

@@ -68,7 +68,7 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
 /// Reads one request and answers it.
 fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
     let deadline = Instant::now() + app.config.head_timeout;
-    let (buf, head_len) = match http::read_head(&mut stream, deadline) {
+    let (buf, head_len) = match http::read_head(&mut stream, deadline, http::MAX_HEAD) {
         Ok(Some(read)) => read,
         Ok(None) => {
             return respond(
