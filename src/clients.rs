@@ -468,18 +468,8 @@ mod tests {
 
     #[test]
     fn a_writer_thread_that_panicked_drops_its_whole_share() {
-        let (first, peer_a, _a) = connection();
-        let (second, peer_b, _b) = connection();
-        let a = Client {
-            stream: first,
-            peer: peer_a,
-            last_event: None,
-        };
-        let b = Client {
-            stream: second,
-            peer: peer_b,
-            last_event: None,
-        };
+        let (a, _a) = stalled_client();
+        let (b, _b) = stalled_client();
         let share = [(&1, &a), (&2, &b)];
         let reason = String::from("its writer thread panicked during a broadcast");
         thread::scope(|scope| {
