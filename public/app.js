@@ -2,10 +2,10 @@
 // Event data always goes into the page as text (textContent), never as HTML.
 "use strict";
 
-const STATES = ["CONNECTING", "OPEN", "CLOSED"]; // EventSource.readyState 0, 1, 2
+export const STATES = ["CONNECTING", "OPEN", "CLOSED"]; // EventSource.readyState 0, 1, 2
 const LOG_CAP = 100; // keep the page fast after hours of ticks
 
-const $ = (id) => document.getElementById(id);
+export const $ = (id) => document.getElementById(id);
 let source = null;
 let reconnects = 0;
 let previousId = "";

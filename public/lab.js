@@ -2,14 +2,14 @@
 // make the server misbehave on purpose (src/lab.rs), and draws what the browser reports, event by
 // event. The page's main EventSource (app.js) keeps running meanwhile. Text only, never HTML.
 
-const STATES = ["CONNECTING", "OPEN", "CLOSED"]; // EventSource.readyState 0, 1, 2
+import { $, STATES } from "/app.js"; // the same module the page loads, run once
+
 const TYPES = ["message", "clients", "publish", "gap", "lab"]; // every type this server sends
 // Longer than any browser's default reconnection time (3 s in Chrome and Safari, 5 s in Firefox):
 // a browser that meant to come back after a 204 or a 503 would have by then.
 const QUIET_WAIT = 6000;
 const MAX_ROWS = 300; // the retry experiment reconnects every second; keep the table readable
 
-const $ = (id) => document.getElementById(id);
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 let run = null; // the experiment running now: its sources, timers and fetches
