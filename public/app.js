@@ -7,6 +7,8 @@ const LOG_CAP = 100; // keep the page fast after hours of ticks
 
 export const $ = (id) => document.getElementById(id);
 let source = null;
+// The page's own EventSource (a new one after Reopen): the lab compares its streams against it.
+export const mainSource = () => source;
 let reconnects = 0;
 let previousId = "";
 

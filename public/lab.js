@@ -2,7 +2,7 @@
 // make the server misbehave on purpose (src/lab.rs), and draws what the browser reports, event by
 // event. The page's main EventSource (app.js) keeps running meanwhile. Text only, never HTML.
 
-import { $, STATES } from "/app.js"; // the same module the page loads, run once
+import { $, STATES, mainSource } from "/app.js"; // the same module the page loads, run once
 
 const TYPES = ["message", "clients", "publish", "gap", "lab"]; // every type this server sends
 // Longer than any browser's default reconnection time (3 s in Chrome and Safari, 5 s in Firefox):
@@ -24,6 +24,7 @@ function start(button) {
     sources: [],
     timers: [],
     aborts: [],
+    cleanups: [],
   };
   $("lab-title-running").textContent = button.closest("li").querySelector("h3").textContent;
   for (const id of ["lab-urls", "lab-timeline", "lab-controls"]) $(id).replaceChildren();
@@ -39,6 +40,7 @@ function stop() {
   for (const source of run.sources) source.close();
   for (const timer of run.timers) clearTimeout(timer); // clears setInterval's timers too
   for (const controller of run.aborts) controller.abort();
+  for (const cleanup of run.cleanups) cleanup();
   run = null;
   $("lab-stop").disabled = true;
 }
@@ -109,29 +111,44 @@ async function seen(label) {
 
 // 1. The stream ends after 3 events; the browser reconnects after 1 s with Last-Event-ID.
 function streamEnds(button) {
-  const { label } = start(button);
+  const current = start(button);
   const connections = [];
-  watch("A", `/events?end_after=3&retry=1000&run=${label}`, {
+  // The ticks the page's own stream gets meanwhile: the lab stream's must be exactly a run of them.
+  const witness = [];
+  const main = mainSource();
+  const onTick = (event) => witness.push(event.lastEventId);
+  main.addEventListener("message", onTick);
+  current.cleanups.push(() => main.removeEventListener("message", onTick));
+  watch("A", `/events?end_after=3&retry=1000&run=${current.label}`, {
     open: (t) => connections.push({ opened: t, sent: "", ids: [] }),
     event: (event) => {
-      const current = connections.at(-1);
-      if (event.type === "lab") current.sent = event.data;
-      else current.ids.push(Number(event.lastEventId));
+      const connection = connections.at(-1);
+      if (event.type === "lab") connection.sent = event.data;
+      // The ticks. A `clients` event has no id of its own: its lastEventId is the one before it.
+      else if (event.type === "message") connection.ids.push(event.lastEventId);
     },
     error: (t, source) => {
       connections.at(-1).ended = t;
       if (connections.length < 3) return;
       source.close();
-      const ids = connections.flatMap((c) => c.ids);
-      const steady = ids.every((id, i) => i === 0 || id === ids[i - 1] + 1);
-      const delays = connections.slice(1).map((c, i) => `${c.opened - connections[i].ended} ms`);
-      result(
-        `3 connections. What the browser sent, as the server received it: ${connections.map((c) => c.sent).join("; ")}. ` +
-          `Event ids: ${connections.map((c) => c.ids.join(" ")).join(" | ")}: ` +
-          (steady ? "no gap, no duplicate. " : "A GAP OR A DUPLICATE. ") +
-          `Reconnected after ${delays.join(" and ")}.`,
-      );
-      stop();
+      // A moment for the page's own stream to get the last tick too: two connections, two writes.
+      later(300, () => {
+        const ids = connections.flatMap((c) => c.ids);
+        const from = witness.indexOf(ids[0]);
+        const steady = ids.every((id, i) => witness[from + i] === id);
+        const delays = connections.slice(1).map((c, i) => `${c.opened - connections[i].ended} ms`);
+        result(
+          `3 connections. What the browser sent, as the server received it: ${connections.map((c) => c.sent).join("; ")}. ` +
+            `Tick ids: ${connections.map((c) => c.ids.join(" ")).join(" | ")}: ` +
+            (from < 0
+              ? "the page's own stream did not get them (is it closed?), so there is nothing to compare. "
+              : steady
+                ? "the same ticks the page's own stream got, in order: no gap, no duplicate. "
+                : "A GAP OR A DUPLICATE against the page's own stream. ") +
+            `Reconnected after ${delays.join(" and ")}.`,
+        );
+        stop();
+      });
     },
   });
 }

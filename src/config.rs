@@ -23,9 +23,12 @@ pub struct Config {
     pub retry: Duration,
     /// A request head must be complete this soon after the connection opens.
     pub head_timeout: Duration,
-    /// How long one write of a new stream's handshake and replay may wait for a client that is not
-    /// reading; then the client is dropped. (Live events never wait: see `Client::send`.)
-    pub replay_timeout: Duration,
+    /// How long a stream client may leave bytes waiting and take none of them; then it is
+    /// dropped. No thread waits for it meanwhile: see `broadcast`.
+    pub write_timeout: Duration,
+    /// How many writer threads send to the stream clients, each to its own share of them: one per
+    /// core by default.
+    pub writers: usize,
     /// The folder served at `/`.
     pub public_dir: PathBuf,
 }
@@ -39,7 +42,8 @@ impl Default for Config {
             max_clients: 10_000,
             retry: Duration::from_millis(3000),
             head_timeout: Duration::from_secs(10),
-            replay_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            writers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             // Found wherever `cargo run` is started from; `PUBLIC_DIR` points elsewhere, for a
             // binary moved away from its source tree.
             public_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/public")),

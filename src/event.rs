@@ -11,27 +11,29 @@
 //!
 //! ```
 //!
-//! Pure functions over strings, with no socket in sight. `tests/common/mod.rs` holds the other
-//! half: a client that follows the spec's parsing rules and decodes what these functions write.
+//! Pure functions over strings, with no socket in sight. `src/client.rs` holds the other half: a
+//! client that follows the spec's parsing rules and decodes what these functions write.
 
 /// Frames one event: `id:`, then `event:` unless it is the default `message` type, then one
 /// `data:` line per line of `data`, then the blank line that dispatches it.
 ///
-/// `event_type` is one of the server's own names (`publish`, `clients`, `gap`), never text from a
-/// client, so it holds no line break.
+/// `id` is one of the server's own ids ([`crate::event_log::EventId`], such as `1795262400000-7`)
+/// and `event_type` one of its own names (`publish`, `clients`, `gap`, `lab`); neither is text
+/// from a client, so neither holds a line break.
 ///
 /// ```
 /// use sse_server::event::frame;
 ///
 /// assert_eq!(
-///     frame(Some(7), Some("publish"), "two\nlines"),
-///     "id: 7\nevent: publish\ndata: two\ndata: lines\n\n"
+///     frame(Some("1795262400000-7"), Some("publish"), "two\nlines"),
+///     "id: 1795262400000-7\nevent: publish\ndata: two\ndata: lines\n\n"
 /// );
 /// ```
-pub fn frame(id: Option<u64>, event_type: Option<&str>, data: &str) -> String {
+pub fn frame(id: Option<&str>, event_type: Option<&str>, data: &str) -> String {
     let mut out = String::with_capacity(data.len() + 32);
     // §9.2.6 "id": sets the browser's last event ID, which it sends back as `Last-Event-ID` when it
-    // reconnects. A decimal counter is short ASCII and can never hold a NUL (which would void it).
+    // reconnects. Ours are digits and a dash: short ASCII that can never hold a NUL (which would
+    // void the field).
     if let Some(id) = id {
         out.push_str(&format!("id: {id}\n"));
     }
@@ -102,14 +104,14 @@ mod tests {
 
     #[test]
     fn default_type_has_no_event_line() {
-        assert_eq!(frame(Some(1), None, "hi"), "id: 1\ndata: hi\n\n");
+        assert_eq!(frame(Some("1-0"), None, "hi"), "id: 1-0\ndata: hi\n\n");
     }
 
     #[test]
     fn named_type_gets_an_event_line() {
         assert_eq!(
-            frame(Some(42), Some("publish"), "x"),
-            "id: 42\nevent: publish\ndata: x\n\n"
+            frame(Some("42-0"), Some("publish"), "x"),
+            "id: 42-0\nevent: publish\ndata: x\n\n"
         );
     }
 

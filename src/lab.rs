@@ -26,7 +26,8 @@ pub struct Lab {
     /// `type=MEDIA_TYPE`: this `Content-Type` instead of `text/event-stream`.
     pub content_type: Option<String>,
     /// `end_after=N`: how many events the stream gets before the server ends it. Replayed events
-    /// and a `gap` notice count; the `retry:` frame, the `lab` echo and heartbeat comments do not.
+    /// and a `gap` notice count; the `retry:` frame, the `lab` echo, client counts and heartbeat
+    /// comments do not.
     pub end_after: Option<u64>,
     /// `retry=MS`: the stream's first frame says this instead of the configured delay.
     pub retry: Option<Duration>,

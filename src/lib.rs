@@ -4,8 +4,11 @@
 //! - [`event`]: the bytes of one event in the `text/event-stream` format.
 //! - [`server`]: start at `stream_events`, the stream handshake step by step; then the accept loop,
 //!   one thread per connection, and routing.
-//! - [`clients`]: the `Mutex`-guarded client list, the event ids, the replay buffer, broadcasting.
-//! - [`ticker`]: the thread that feeds the list: the time, the client count, heartbeats.
+//! - [`event_log`]: the recent events, in order, with their ids: what every client is sent, and
+//!   the replay for one that reconnects.
+//! - [`broadcast`]: the `Mutex`-guarded client list, each client a position in the log, and the
+//!   writer threads that bring every client up to the end of it.
+//! - [`ticker`]: the thread that feeds the log: the time, the client count, heartbeats.
 //! - [`lab`]: query-string switches that make `/events` misbehave on purpose, for experiments.
 //! - Plain HTTP, to skim: [`http`] (reading and parsing a request head, writing a response, the
 //!   error-to-status table) and [`static_files`] (the page and its assets from `public/`).
@@ -13,10 +16,11 @@
 //! - [`client`]: the other half, what a browser's `EventSource` does with the bytes: the parser
 //!   and the connection, with its reconnects.
 
+pub mod broadcast;
 pub mod client;
-pub mod clients;
 pub mod config;
 pub mod event;
+pub mod event_log;
 pub mod http;
 pub mod lab;
 pub mod server;

@@ -3,8 +3,9 @@
 //! Start with `stream_events`: it is the whole Server-Sent Events handshake, step by step. The
 //! rest is plain HTTP: the page from `public/`, `POST /publish`, and `GET /lab/seen` for the lab.
 
-use crate::clients::{ClientList, Resume};
+use crate::broadcast::ClientList;
 use crate::config::Config;
+use crate::event_log::Resume;
 use crate::http::{self, HttpError, Request, Response};
 use crate::lab::{self, Lab};
 use crate::{event, static_files, ticker};
@@ -28,13 +29,19 @@ struct App {
 /// Serves on `listener` forever: starts the ticker, then accepts connections.
 pub fn serve(listener: TcpListener, config: Config) -> ! {
     let app = Arc::new(App {
-        clients: ClientList::new(config.max_clients),
+        clients: ClientList::new(config.max_clients, config.writers, config.write_timeout),
         runs: lab::Runs::default(),
         config,
     });
+    // The writers: one thread per share of the stream clients, each bringing its clients up to
+    // the end of the event log whenever something is appended.
+    for writer in 0..app.config.writers.max(1) {
+        let app = Arc::clone(&app);
+        thread::spawn(move || app.clients.run_writer(writer));
+    }
     let ticker_app = Arc::clone(&app);
-    // The ticker only calls the list's methods, and none of them returns an error: a failed
-    // write drops that client, never the ticker.
+    // The ticker only appends to the log, and nothing there returns an error: a failed write
+    // drops that client, in a writer thread, never the ticker.
     thread::spawn(move || {
         ticker::run(
             &ticker_app.clients,
@@ -54,8 +61,9 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
             }
         };
         let app = Arc::clone(&app);
-        // One thread per connection, with a small stack: it parses one request and, for a stream,
-        // writes the replay, then ends. An open stream keeps no thread, only its socket in the list.
+        // One thread per connection, with a small stack: it parses one request and answers it, or
+        // for a stream hands the socket to the client list, then ends. An open stream keeps no
+        // thread of its own, only its socket and position in the list.
         let spawned = thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || handle_connection(stream, peer, &app));
@@ -183,34 +191,25 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
         handshake += &event::frame(None, Some("lab"), &lab::echo(last_event_id));
     }
 
-    // Step 4: join the client list. Under its lock the list queues, behind this handshake, the
-    // events missed since that id, so the replay and the live events meet with no gap.
+    // Step 4: join the client list, at the place in the event log that id asks for. From here on
+    // a writer thread sends this client everything from that place to the end of the log,
+    // handshake first: the replay and the live events are one stream, with no hand-over. This
+    // thread is done.
     // Each frame is small and complete: send it now instead of waiting to fill a packet (Nagle).
     let _ = stream.set_nodelay(true);
-    let writer = match stream.try_clone() {
-        Ok(writer) => writer,
-        Err(e) => return eprintln!("{peer}: cannot clone the socket ({e}); closing"),
-    };
+    // Non-blocking: a writer must never wait for one client while the others wait behind it.
+    if let Err(e) = stream.set_nonblocking(true) {
+        return eprintln!("{peer}: cannot make the socket non-blocking ({e}); closing");
+    }
     let joined = app
         .clients
-        .connect(writer, peer, resume, handshake.into_bytes(), lab.end_after);
-    let Some(id) = joined else {
+        .connect(stream, peer, resume, handshake.into_bytes(), lab.end_after);
+    if let Err(mut stream) = joined {
         // The cap is here. Beware: a 503 fails the EventSource for good (§9.2.2), so this browser
         // will not retry until its page is reloaded; only scripts and proxies read Retry-After.
         // The README says what production servers do instead.
-        return refuse(&mut stream, Err(HttpError::TooManyClients));
-    };
-
-    // Step 5: write the handshake and replay from this thread, which may wait on a slow reader
-    // without holding anyone up. Once the backlog is empty the client is live: the ticker and
-    // publishers write to it from then on, and this thread ends.
-    let _ = stream.set_write_timeout(Some(app.config.replay_timeout));
-    while let Some(frames) = app.clients.next_backlog(id) {
-        for frame in frames {
-            if let Err(e) = stream.write_all(&frame) {
-                return app.clients.disconnect(id, format!("write failed: {e}"));
-            }
-        }
+        let _ = stream.set_nonblocking(false);
+        refuse(&mut stream, Err(HttpError::TooManyClients));
     }
 }
 
@@ -228,7 +227,8 @@ fn lab_seen(request: &Request, app: &App) -> Result<Response, HttpError> {
     ))
 }
 
-/// `POST /publish`: broadcasts the body as `event: publish`.
+/// `POST /publish`: appends the body to the event log as `event: publish`, and answers as soon as
+/// it is there: the writers deliver it to every stream client on their next pass.
 fn publish(
     stream: &mut TcpStream,
     request: &Request,
@@ -266,9 +266,9 @@ fn publish(
     let body = http::read_body(stream, already_read, len as usize, deadline)
         .map_err(|_| HttpError::BadRequest("body shorter than Content-Length, or too slow"))?;
     let text = String::from_utf8(body).map_err(|_| HttpError::BadRequest("body is not UTF-8"))?;
-    let id = app.clients.broadcast(Some("publish"), &text);
+    let id = app.clients.append(Some("publish"), &text);
     eprintln!(
-        "published {} bytes as event {id}; {} connected",
+        "published {} bytes as event {id}, on its way to {} connected",
         text.len(),
         app.clients.len()
     );

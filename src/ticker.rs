@@ -1,17 +1,18 @@
-//! The ticker: the thread that feeds the client list on a clock.
+//! The ticker: the thread that feeds the event log on a clock.
 //!
-//! Every tick it broadcasts an event of the default type (so `onmessage` fires, §9.2.6 "event")
+//! Every tick it appends an event of the default type (so `onmessage` fires, §9.2.6 "event")
 //! with the server time as JSON: `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`. Between ticks it announces the client count when it changed or a
 //! client joined, and sends a comment as heartbeat when nothing else was written for a while
 //! (§9.2.7 "Authoring notes": a comment line every 15 seconds or so keeps proxies from dropping
 //! an idle connection).
 
-use crate::clients::ClientList;
+use crate::broadcast::ClientList;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often the client count is checked. Announcing every connect and disconnect on its own would
-/// cost N x N writes when N clients arrive at once; one announcement per 100 ms costs N.
+/// cost N x N writes when N clients arrive at once; one announcement per 100 ms costs N. (A new
+/// client hears the count at once, in its handshake: see `broadcast`.)
 const COUNT_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs forever: ticks every `tick`, heartbeats after `heartbeat` of silence.
@@ -23,7 +24,7 @@ pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration) -> ! {
         clients.announce_count();
         let now = Instant::now();
         if now >= next_tick {
-            clients.broadcast(None, &tick_data(SystemTime::now()));
+            clients.append(None, &tick_data(SystemTime::now()));
             // Keep to the schedule; after a long stall (a suspended laptop) skip the missed ticks.
             next_tick = (next_tick + tick).max(now);
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 fn a_client_that_stops_reading_delays_no_one_and_is_dropped() {
     // A long write timeout: a server that waited on the stalled client would stall everyone for it.
     let addr = start(Config {
-        replay_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(10),
         ..quiet()
     });
     let mut reader = EventStream::open(addr, "");

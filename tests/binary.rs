@@ -42,14 +42,15 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     receive
 }
 
-/// Starts the server (`command` runs it with PORT=0, and TICK_MS=50 unless it sets its own);
+/// Starts the server (`command` runs it with PORT=0 and TICK_MS=50 unless it sets its own);
 /// returns it, its address, and its log lines.
 fn launch(mut command: Command) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>) {
-    if !command.get_envs().any(|(name, _)| name == "TICK_MS") {
-        command.env("TICK_MS", "50");
+    for (name, value) in [("TICK_MS", "50"), ("PORT", "0")] {
+        if !command.get_envs().any(|(set, _)| set == name) {
+            command.env(name, value);
+        }
     }
     let mut child = command
-        .env("PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -70,7 +71,7 @@ fn launch(mut command: Command) -> (Child, std::net::SocketAddr, mpsc::Receiver<
 fn prints_where_it_listens_and_narrates_a_client() {
     let (mut child, addr, stderr) = launch(server());
 
-    let mut stream = common::EventStream::open(addr, "Last-Event-ID: 0\r\n");
+    let mut stream = common::EventStream::open(addr, "Last-Event-ID: 1-0\r\n");
     stream.next();
     let connected = stderr
         .recv_timeout(Duration::from_secs(5))
@@ -79,7 +80,8 @@ fn prints_where_it_listens_and_narrates_a_client() {
     let (peer, rest) = connected.split_once(' ').unwrap();
     assert!(peer.starts_with("127.0.0.1:"), "{connected}");
     assert!(
-        rest.starts_with("connected (Last-Event-ID 0 -> ") && rest.ends_with("); 1 connected"),
+        rest.starts_with("connected (Last-Event-ID 1-0 -> gap, ")
+            && rest.ends_with("); 1 connected"),
         "{connected}"
     );
     drop(stream);
@@ -93,6 +95,38 @@ fn prints_where_it_listens_and_narrates_a_client() {
         dropped.contains(" dropped: write failed: ") && dropped.ends_with("; 0 connected"),
         "{dropped}"
     );
+}
+
+#[test]
+fn an_id_from_before_a_restart_gets_a_gap_not_a_silent_skip() {
+    // The first run: a browser sees a few ticks, then the server stops.
+    let (mut first, addr, _stderr) = launch(server());
+    let mut stream = common::EventStream::open(addr, "");
+    let seen = (0..3).map(|_| stream.next_of("message")).last().unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!stream.read_more(), "the stream ended with the server");
+
+    // The server starts again on the same port, and the browser comes back with its last id.
+    let mut command = server();
+    command.env("PORT", addr.port().to_string());
+    let (mut second, again, _stderr) = launch(command);
+    assert_eq!(again, addr);
+    let mut stream =
+        common::EventStream::open(addr, &format!("Last-Event-ID: {}\r\n", seen.last_event_id));
+    let gap = stream.next();
+    let tick = stream.next_of("message");
+    let _ = second.kill();
+    let _ = second.wait();
+    // A counter from 1 would have taken the old id for one of this run's and skipped events
+    // silently. This id names nothing in the new log: the browser is told, then gets what is kept.
+    assert_eq!(gap.event_type, "gap", "{gap:?}");
+    let asked = format!(
+        r#"{{"last_event_id":"{}","resume_from":"#,
+        seen.last_event_id
+    );
+    assert!(gap.data.starts_with(&asked), "{}", gap.data);
+    assert!(common::id_of(&tick) > common::id_of(&seen), "{tick:?}");
 }
 
 #[test]

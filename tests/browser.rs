@@ -268,7 +268,11 @@ fn page_shows_the_stream_in_a_real_browser() {
     // type | lastEventId | data, as the page got them.
     let fields: Vec<&str> = data.split('|').collect();
     assert_eq!(fields[0], "publish");
-    let id: u64 = fields[1].parse().expect("a numeric lastEventId");
+    let id = fields[1];
+    assert!(
+        sse_server::event_log::EventId::parse(id).is_some(),
+        "an id of ours: {id}"
+    );
     assert_eq!(
         fields[2],
         format!("{token}\nsecond line <b id=\"injected\">not bold</b>")
@@ -563,7 +567,9 @@ fn lab_experiments_show_what_the_spec_predicts() {
     );
     let bytes = text_of(&mut page, "lab-bytes");
     assert!(
-        bytes.starts_with("HTTP 200, Content-Type: text/event-stream\n\nretry: 3000␊\n␊\nid: "),
+        bytes.starts_with(
+            "HTTP 200, Content-Type: text/event-stream\n\nretry: 3000␊\n␊\nevent: clients␊\ndata: "
+        ),
         "{bytes}"
     );
     assert!(
@@ -581,9 +587,12 @@ fn lab_experiments_show_what_the_spec_predicts() {
     let rows = timeline(&mut page);
     let a: Vec<&Vec<String>> = rows.iter().filter(|row| row[1] == "A").collect();
     let summary = rows_of(&rows, "A");
-    assert_eq!(summary.len(), 3 * 6, "{summary:#?}");
-    let mut ids: Vec<u64> = Vec::new();
-    for (connection, chunk) in summary.chunks(6).enumerate() {
+    // Each connection: open, the lab echo, the current count (no id, not one of the 3), three
+    // ticks, the end.
+    const ROWS: usize = 7;
+    assert_eq!(summary.len(), 3 * ROWS, "{summary:#?}");
+    let mut ids: Vec<String> = Vec::new();
+    for (connection, chunk) in summary.chunks(ROWS).enumerate() {
         // What the browser sent is the id of the last event it got before the stream ended.
         let sent = match ids.last() {
             None => String::from("no Last-Event-ID"),
@@ -591,21 +600,28 @@ fn lab_experiments_show_what_the_spec_predicts() {
         };
         assert_eq!(chunk[0], "open OPEN", "{chunk:?}");
         assert_eq!(chunk[1], format!("message lab {sent} OPEN"), "{chunk:?}");
-        assert_eq!(chunk[5], "error CONNECTING", "{chunk:?}");
-        for row in &a[connection * 6 + 2..connection * 6 + 5] {
-            assert_eq!(row[2], "message", "{row:?}");
-            ids.push(row[4].parse().expect("a numeric lastEventId"));
+        assert!(chunk[2].starts_with("message clients "), "{chunk:?}");
+        assert_eq!(chunk[6], "error CONNECTING", "{chunk:?}");
+        for row in &a[connection * ROWS + 3..connection * ROWS + 6] {
+            assert_eq!(row[3], "message", "{row:?}");
+            ids.push(row[4].clone());
         }
     }
-    assert_eq!(
-        ids,
-        (ids[0]..ids[0] + 9).collect::<Vec<u64>>(),
-        "no gap, no repeat"
-    );
+    // The page's own stream got every tick: the lab stream's nine are a run of them, in order.
+    let main: Vec<String> = page
+        .eval("[...document.querySelectorAll('#log .type-message dd:nth-of-type(2)')].map(dd => dd.textContent).reverse().join(' ')")
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let first = main
+        .iter()
+        .position(|id| *id == ids[0])
+        .expect("the first tick in the page's log");
+    assert_eq!(ids, main[first..first + 9], "no gap, no repeat");
     // The reconnects waited the 1 s that `retry: 1000` asked for, not the 3 s default.
     let at = |row: &Vec<String>| -> u64 { row[0].trim_start_matches('+').parse().unwrap() };
     for connection in 1..3 {
-        let waited = at(a[connection * 6]) - at(a[connection * 6 - 1]);
+        let waited = at(a[connection * ROWS]) - at(a[connection * ROWS - 1]);
         assert!(
             (950..3000).contains(&waited),
             "reconnected after {waited} ms"

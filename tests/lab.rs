@@ -1,7 +1,7 @@
 //! The lab's switches over real sockets: exact statuses, heads and bytes.
 
 mod common;
-use common::{EventStream, agent, publish, quiet, raw_text, start};
+use common::{EventStream, agent, id_of, name_ids, publish, quiet, raw_text, start};
 
 /// The head of every stream, with this `Content-Type`.
 fn stream_head(content_type: &str) -> String {
@@ -141,10 +141,13 @@ fn a_wrong_type_gets_that_header_one_event_and_the_end() {
     let addr = start(quiet());
     let mut stream = EventStream::open_at(addr, "/events?type=text/plain", "");
     assert_eq!(stream.head, stream_head("text/plain"));
+    stream.next_of("clients");
+    publish(addr, "one");
     stream.read_to_end();
     assert_eq!(
-        stream.body_text(),
-        "retry: 3000\n\nevent: lab\ndata: no Last-Event-ID\n\nid: 1\nevent: clients\ndata: 1\n\n"
+        name_ids(&stream.body_text()),
+        "retry: 3000\n\nevent: lab\ndata: no Last-Event-ID\n\nevent: clients\ndata: 1\n\n\
+         id: #1\nevent: publish\ndata: one\n\n"
     );
 }
 
@@ -158,70 +161,92 @@ fn an_event_stream_type_with_a_charset_is_sent_as_given() {
     );
     assert_eq!(stream.head, stream_head("text/event-stream;charset=utf-8"));
     assert_eq!(stream.next_of("clients").data, "1");
+    publish(addr, "first");
     publish(addr, "second");
     let rest = stream.read_to_end();
-    assert_eq!(rest.len(), 1, "{rest:?}");
-    assert_eq!(rest[0].data, "second");
+    let data: Vec<&str> = rest.iter().map(|event| event.data.as_str()).collect();
+    assert_eq!(data, ["first", "second"]);
 }
 
 // ---- end_after=N ----
+
+/// Publishes `texts` while a witness stream listens; returns their ids, and the witness, which
+/// stays open so the client count stays the same.
+fn publish_all(addr: std::net::SocketAddr, texts: &[&str]) -> (Vec<String>, EventStream) {
+    let mut witness = EventStream::open(addr, "");
+    witness.next_of("clients");
+    let ids = texts
+        .iter()
+        .map(|text| {
+            publish(addr, text);
+            witness.next_of("publish").last_event_id
+        })
+        .collect();
+    (ids, witness)
+}
 
 #[test]
 fn end_after_ends_the_stream_after_exactly_n_events() {
     let addr = start(quiet());
     let mut stream = EventStream::open_at(addr, "/events?end_after=3", "");
     assert_eq!(stream.head, stream_head("text/event-stream"));
-    // Event 1 is the count that includes this client; two publishes make 2 and 3.
+    // The count is not an event of the log and does not count; three publishes do.
     assert_eq!(stream.next_of("clients").data, "1");
-    publish(addr, "a");
-    publish(addr, "b");
-    assert!(stream.read_to_end().len() <= 2);
+    for text in ["a", "b", "c"] {
+        publish(addr, text);
+    }
+    stream.read_to_end();
     assert_eq!(
-        stream.body_text(),
+        name_ids(&stream.body_text()),
         "retry: 3000\n\nevent: lab\ndata: no Last-Event-ID\n\n\
-         id: 1\nevent: clients\ndata: 1\n\n\
-         id: 2\nevent: publish\ndata: a\n\n\
-         id: 3\nevent: publish\ndata: b\n\n"
+         event: clients\ndata: 1\n\n\
+         id: #1\nevent: publish\ndata: a\n\n\
+         id: #2\nevent: publish\ndata: b\n\n\
+         id: #3\nevent: publish\ndata: c\n\n"
     );
     // Nothing after the third: a fourth publish finds no one.
-    publish(addr, "c");
+    publish(addr, "d");
 }
 
 #[test]
 fn end_after_counts_replayed_events_then_live_ones() {
     let addr = start(quiet());
-    // Ids 1, 2, 3 with no one listening.
-    for text in ["a", "b", "c"] {
-        publish(addr, text);
-    }
-    // A browser that saw 1 comes back: 2 and 3 are replayed, and count.
-    let mut stream = EventStream::open_at(addr, "/events?end_after=4", "Last-Event-ID: 1\r\n");
-    assert_eq!(stream.next_of("clients").data, "1");
+    let (ids, _witness) = publish_all(addr, &["a", "b", "c"]);
+    // A browser that saw "a" comes back: "b" and "c" are replayed, and count.
+    let mut stream = EventStream::open_at(
+        addr,
+        "/events?end_after=3",
+        &format!("Last-Event-ID: {}\r\n", ids[0]),
+    );
+    assert_eq!(stream.next_of("publish").data, "b");
     publish(addr, "d");
     stream.read_to_end();
     assert_eq!(
-        stream.body_text(),
-        "retry: 3000\n\nevent: lab\ndata: Last-Event-ID: 1\n\n\
-         id: 2\nevent: publish\ndata: b\n\n\
-         id: 3\nevent: publish\ndata: c\n\n\
-         id: 4\nevent: clients\ndata: 1\n\n\
-         id: 5\nevent: publish\ndata: d\n\n"
+        name_ids(&stream.body_text()),
+        "retry: 3000\n\nevent: lab\ndata: Last-Event-ID: #1\n\n\
+         event: clients\ndata: 2\n\n\
+         id: #2\nevent: publish\ndata: b\n\n\
+         id: #3\nevent: publish\ndata: c\n\n\
+         id: #4\nevent: publish\ndata: d\n\n"
     );
 }
 
 #[test]
 fn end_after_within_the_replay_ends_before_going_live() {
     let addr = start(quiet());
-    for text in ["a", "b", "c", "d"] {
-        publish(addr, text);
-    }
-    let mut stream = EventStream::open_at(addr, "/events?end_after=2", "Last-Event-ID: 1\r\n");
+    let (ids, _witness) = publish_all(addr, &["a", "b", "c", "d"]);
+    let mut stream = EventStream::open_at(
+        addr,
+        "/events?end_after=2",
+        &format!("Last-Event-ID: {}\r\n", ids[0]),
+    );
     stream.read_to_end();
     assert_eq!(
-        stream.body_text(),
-        "retry: 3000\n\nevent: lab\ndata: Last-Event-ID: 1\n\n\
-         id: 2\nevent: publish\ndata: b\n\n\
-         id: 3\nevent: publish\ndata: c\n\n"
+        name_ids(&stream.body_text()),
+        "retry: 3000\n\nevent: lab\ndata: Last-Event-ID: #1\n\n\
+         event: clients\ndata: 2\n\n\
+         id: #2\nevent: publish\ndata: b\n\n\
+         id: #3\nevent: publish\ndata: c\n\n"
     );
 }
 
@@ -229,36 +254,43 @@ fn end_after_within_the_replay_ends_before_going_live() {
 fn reconnecting_after_the_end_loses_and_repeats_nothing() {
     // What a browser does with `end_after`: read, get cut off, come back with the last id it saw.
     let addr = start(common::config());
-    let mut seen: Vec<u64> = Vec::new();
-    let mut last_event_id = None;
+    // A witness that stays connected sees every tick.
+    let mut witness = EventStream::open(addr, "");
+    let mut seen = Vec::new();
+    let mut last_event_id: Option<String> = None;
     for round in 0..4 {
-        let header = match last_event_id {
+        let header = match &last_event_id {
             Some(id) => format!("Last-Event-ID: {id}\r\n"),
             None => String::new(),
         };
         let mut stream = EventStream::open_at(addr, "/events?end_after=3", &header);
         let echo = stream.next();
         assert_eq!(echo.event_type, "lab");
-        let expected_echo = match last_event_id {
+        let expected_echo = match &last_event_id {
             Some(id) => format!("Last-Event-ID: {id}"),
             None => String::from("no Last-Event-ID"),
         };
         assert_eq!(echo.data, expected_echo, "round {round}");
-        let events = stream.read_to_end();
-        assert_eq!(events.len(), 3, "round {round}: {events:?}");
-        for event in events {
-            seen.push(event.last_event_id.parse().expect("a numeric id"));
-        }
-        last_event_id = seen.last().copied();
+        let ticks: Vec<common::Event> = stream
+            .read_to_end()
+            .into_iter()
+            .filter(|event| event.event_type == "message")
+            .collect();
+        assert_eq!(ticks.len(), 3, "round {round}: {ticks:?}");
+        seen.extend(ticks.iter().map(id_of));
+        last_event_id = ticks.last().map(|tick| tick.last_event_id.clone());
         // Ticks every 50 ms: by the next connection some have been missed, and must be replayed.
         std::thread::sleep(std::time::Duration::from_millis(120));
     }
-    let first = seen[0];
-    assert_eq!(
-        seen,
-        (first..first + 12).collect::<Vec<u64>>(),
-        "no gap, no repeat"
-    );
+    let mut all = Vec::new();
+    while all.last() != seen.last() {
+        all.push(id_of(&witness.next_of("message")));
+    }
+    let first = all
+        .iter()
+        .position(|id| *id == seen[0])
+        .expect("the first tick seen");
+    assert_eq!(seen, all[first..], "no gap, no repeat");
 }
 
 // ---- retry=MS ----
@@ -268,12 +300,9 @@ fn retry_switch_sets_the_first_frame() {
     let addr = start(quiet());
     let mut stream = EventStream::open_at(addr, "/events?retry=500&t=cache-buster", "");
     stream.next_of("clients");
-    assert!(
-        stream
-            .body_text()
-            .starts_with("retry: 500\n\nevent: lab\ndata: no Last-Event-ID\n\nid: 1\n"),
-        "{}",
-        stream.body_text()
+    assert_eq!(
+        stream.body_text(),
+        "retry: 500\n\nevent: lab\ndata: no Last-Event-ID\n\nevent: clients\ndata: 1\n\n"
     );
     assert_eq!(stream.parser.retry, Some(500));
 }
@@ -286,7 +315,7 @@ fn unknown_parameters_leave_an_ordinary_stream() {
     stream.next_of("clients");
     assert_eq!(
         stream.body_text(),
-        "retry: 3000\n\nid: 1\nevent: clients\ndata: 1\n\n"
+        "retry: 3000\n\nevent: clients\ndata: 1\n\n"
     );
 }
 

@@ -1,7 +1,7 @@
 //! The server over real sockets: every route, every status, and the stream as a browser reads it.
 
 mod common;
-use common::{EventStream, agent, config, publish, quiet, raw, raw_text, start, status};
+use common::{EventStream, agent, config, id_of, publish, quiet, raw, raw_text, start, status};
 use sse_server::Config;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -232,12 +232,15 @@ fn stream_starts_with_retry() {
 fn ticks_carry_the_time_with_increasing_ids() {
     let addr = start(config());
     let mut stream = EventStream::open(addr, "");
-    let mut last_id = 0;
+    let mut last_id = None;
     for _ in 0..3 {
         let tick = stream.next_of("message");
-        let id: u64 = tick.last_event_id.parse().unwrap();
-        assert!(id > last_id, "ids must increase: {id} after {last_id}");
-        last_id = id;
+        let id = id_of(&tick);
+        assert!(
+            Some(id) > last_id,
+            "ids must increase: {id} after {last_id:?}"
+        );
+        last_id = Some(id);
         // {"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}
         let shape: String = tick
             .data
@@ -253,25 +256,26 @@ fn ticks_carry_the_time_with_increasing_ids() {
 }
 
 #[test]
-fn ids_increase_across_every_event_type() {
+fn ids_increase_across_every_event_type_and_counts_have_none() {
     let addr = start(config());
     let mut stream = EventStream::open(addr, "");
+    stream.next_of("message");
     publish(addr, "one");
-    let mut seen = Vec::new();
-    let mut last = 0;
-    while seen.len() < 3 || !seen.contains(&"publish".to_string()) {
-        let event = stream.next();
-        let id: u64 = event.last_event_id.parse().unwrap();
-        assert_eq!(id, last + 1, "one counter, no gaps, across types");
-        last = id;
-        if !seen.contains(&event.event_type) {
-            seen.push(event.event_type);
+    stream.next_of("publish");
+    stream.next_of("message");
+    let body = stream.body_text();
+    let mut last = None;
+    for frame in body.split("\n\n").filter(|frame| !frame.is_empty()) {
+        let id = frame.lines().find_map(|line| line.strip_prefix("id: "));
+        if frame.contains("event: clients\n") {
+            // The count is state, not history: no id, so it never moves the browser's last event ID.
+            assert_eq!(id, None, "{frame:?}");
+        } else if let Some(id) = id {
+            let id = sse_server::event_log::EventId::parse(id).expect("an id of ours");
+            assert!(Some(id) > last, "{id} after {last:?}: {body}");
+            last = Some(id);
         }
     }
-    assert!(
-        seen.contains(&"message".to_string()) && seen.contains(&"clients".to_string()),
-        "{seen:?}"
-    );
 }
 
 #[test]
@@ -496,63 +500,77 @@ fn last_event_id_replays_exactly_the_missed_events() {
     let addr = start(quiet());
     // A witness sees every event as it happens.
     let mut witness = EventStream::open(addr, "");
-    witness.wait_for_count(1);
     for text in ["one", "two", "three", "four"] {
         publish(addr, text);
     }
-    let mut all = Vec::new();
-    while all.last().is_none_or(|e: &common::Event| e.data != "four") {
-        all.push(witness.next());
-    }
-    let two = all.iter().position(|e| e.data == "two").unwrap();
-    // Reconnect as a browser that saw "two": it must get exactly what came after, in order.
+    let all: Vec<common::Event> = (0..4).map(|_| witness.next_of("publish")).collect();
+    // Reconnect as a browser that saw "two": it must get exactly what came after, in order,
+    // after the current count.
     let mut late = EventStream::open(
         addr,
-        &format!("Last-Event-ID: {}\r\n", all[two].last_event_id),
+        &format!("Last-Event-ID: {}\r\n", all[1].last_event_id),
     );
-    let missed = &all[two + 1..];
-    let replayed: Vec<common::Event> = (0..missed.len()).map(|_| late.next()).collect();
-    assert_eq!(replayed, missed);
+    assert_eq!(late.next().event_type, "clients");
+    let replayed: Vec<common::Event> = (0..2).map(|_| late.next()).collect();
+    assert_eq!(replayed, all[2..]);
     // Then live events, with no duplicate of the replay.
-    let next = late.next();
-    assert!(
-        next.last_event_id.parse::<u64>().unwrap()
-            > all.last().unwrap().last_event_id.parse().unwrap(),
-        "{next:?}"
-    );
+    publish(addr, "five");
+    let next = late.next_of("publish");
+    assert_eq!(next.data, "five");
+    assert!(id_of(&next) > id_of(&all[3]), "{next:?}");
 }
 
 #[test]
-fn an_id_older_than_the_buffer_gets_a_gap_first() {
+fn an_id_older_than_the_log_gets_a_gap_then_the_last_1000_events() {
     let addr = start(quiet());
-    for i in 0..105 {
+    let mut witness = EventStream::open(addr, "");
+    for i in 0..1005 {
         publish(addr, &format!("event {i}"));
     }
-    let mut stream = EventStream::open(addr, "Last-Event-ID: 1\r\n");
+    let ids: Vec<String> = (0..1005)
+        .map(|_| witness.next_of("publish").last_event_id)
+        .collect();
+    // The browser saw event 3; events 4 to 1004 are still kept, but event 4 is not.
+    let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {}\r\n", ids[3]));
     let gap = stream.next();
     assert_eq!(gap.event_type, "gap");
-    assert_eq!(gap.data, r#"{"last_event_id":1,"resume_from":6}"#);
-    // Then the 100 kept events, oldest first.
-    let first = stream.next();
     assert_eq!(
-        (first.last_event_id.as_str(), first.data.as_str()),
-        ("6", "event 5")
+        gap.data,
+        format!(
+            r#"{{"last_event_id":"{}","resume_from":"{}"}}"#,
+            ids[3], ids[5]
+        )
     );
-    for i in 7..=105 {
-        assert_eq!(stream.next().last_event_id, i.to_string());
+    // Then the current count, and the 1000 kept events, oldest first.
+    assert_eq!(stream.next().event_type, "clients");
+    for (i, id) in ids.iter().enumerate().skip(5) {
+        let event = stream.next();
+        assert_eq!(
+            (&event.last_event_id, event.data),
+            (id, format!("event {i}"))
+        );
     }
+    // A browser that saw event 4, the newest one gone, has missed nothing kept: no gap.
+    let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {}\r\n", ids[4]));
+    assert_eq!(stream.next().event_type, "clients");
+    assert_eq!(stream.next().data, "event 5");
 }
 
 #[test]
 fn an_id_from_the_future_gets_a_gap_and_everything_kept() {
     let addr = start(quiet());
     publish(addr, "only");
-    let mut stream = EventStream::open(addr, "Last-Event-ID: 999\r\n");
+    let mut stream = EventStream::open(addr, "Last-Event-ID: 99999999999999-0\r\n");
+    let gap = stream.next();
+    let only = stream.next_of("publish");
+    assert_eq!(only.data, "only");
     assert_eq!(
-        stream.next().data,
-        r#"{"last_event_id":999,"resume_from":1}"#
+        gap.data,
+        format!(
+            r#"{{"last_event_id":"99999999999999-0","resume_from":"{}"}}"#,
+            only.last_event_id
+        )
     );
-    assert_eq!(stream.next().data, "only");
 }
 
 #[test]
@@ -560,13 +578,31 @@ fn an_id_that_is_not_ours_gets_a_gap_and_everything_kept() {
     let addr = start(quiet());
     publish(addr, "before");
     let mut open = Vec::new();
-    for bad in ["abc", "-1", "+1", "1.5", "0x1", "99999999999999999999"] {
+    // `42` is what this server's ids looked like before they held the clock.
+    for bad in [
+        "abc",
+        "42",
+        "-1",
+        "+1-0",
+        "1-+0",
+        "1-2-3",
+        "1.5",
+        "0x1",
+        "99999999999999999999-0",
+    ] {
         let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {bad}\r\n"));
         assert!(stream.head.starts_with("HTTP/1.1 200 OK\r\n"), "{bad:?}");
         let gap = stream.next();
         assert_eq!(gap.event_type, "gap", "{bad:?}");
-        assert_eq!(gap.data, r#"{"last_event_id":null,"resume_from":1}"#);
-        assert_eq!(stream.next().data, "before", "{bad:?}");
+        let before = stream.next_of("publish");
+        assert_eq!(before.data, "before", "{bad:?}");
+        assert_eq!(
+            gap.data,
+            format!(
+                r#"{{"last_event_id":null,"resume_from":"{}"}}"#,
+                before.last_event_id
+            )
+        );
         open.push(stream);
     }
 }

@@ -19,6 +19,8 @@ pub fn config() -> Config {
         tick: Duration::from_millis(50),
         heartbeat: Duration::from_secs(60),
         head_timeout: Duration::from_millis(500),
+        // More than one writer even on a one-core machine, so every test runs the shares.
+        writers: 2,
         ..Config::default()
     }
 }
@@ -218,4 +220,50 @@ pub fn agent() -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
+}
+
+/// The stream's text with each event id (`1795262400000-7`) written as `#1`, `#2`, ... in the
+/// order they first appear, so a test can assert on exact bytes although ids hold the clock.
+/// Ids are told apart from other numbers by their shape: ten or more digits, a dash, digits.
+pub fn name_ids(text: &str) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let ms = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seq = rest[ms..]
+            .strip_prefix('-')
+            .map(|after| {
+                after
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after.len())
+            })
+            .unwrap_or(0);
+        if ms >= 10 && seq > 0 {
+            let id = &rest[..ms + 1 + seq];
+            let n = match names.iter().position(|name| name == id) {
+                Some(i) => i + 1,
+                None => {
+                    names.push(id.to_string());
+                    names.len()
+                }
+            };
+            out.push_str(&format!("#{n}"));
+            rest = &rest[ms + 1 + seq..];
+        } else {
+            out.push_str(&rest[..ms]);
+            rest = &rest[ms..];
+        }
+    }
+    out + rest
+}
+
+/// An event's id as the server writes it; fails the test for anything else.
+pub fn id_of(event: &Event) -> sse_server::event_log::EventId {
+    sse_server::event_log::EventId::parse(&event.last_event_id)
+        .unwrap_or_else(|| panic!("not an id of ours: {event:?}"))
 }

@@ -1,0 +1,760 @@
+//! The broadcast: every open `/events` stream in one `Mutex`-guarded client list, each client a
+//! position in the [event log](crate::event_log), and the writer threads that bring every client
+//! up to the end of the log.
+//!
+//! Appending an event (the ticker, a publish) takes the lock for microseconds: the log gives it an
+//! id and frames it once, and the writers are woken. Nobody who appends waits for a socket. Each
+//! writer thread owns a share of the clients and, in a pass, writes to each one everything from its
+//! position to the end of the log in one call, so ten pending events cost one write, not ten. The
+//! kernel takes what fits and the position remembers the rest. A write that fails drops the client:
+//! that is how a server learns the browser went away.
+
+use crate::event;
+use crate::event_log::{EventId, EventLog, Frame, Resume};
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How soon a writer tries again a client whose socket took less than it was given. std has no way
+/// to wait until a socket can take more (that is what epoll and friends are for), so a writer with
+/// such a client wakes on this timer even when nothing new arrives.
+const RETRY_AFTER: Duration = Duration::from_millis(20);
+
+/// Why a lab stream with `end_after` leaves the list: not a failure, the end it asked for.
+const ENDED: &str = "end_after reached, stream ended; a browser reconnects after its retry time";
+
+pub struct ClientList {
+    state: Mutex<State>,
+    /// Wakes the writers: an event was appended, a client joined, the count changed, a heartbeat
+    /// is due.
+    wake: Condvar,
+    max_clients: usize,
+    /// How long a client may leave bytes waiting and take none of them before it is dropped.
+    write_timeout: Duration,
+}
+
+struct State {
+    log: EventLog,
+    /// The clients, one share per writer thread, each in the order they joined. A writer takes its
+    /// share out of the list for a pass and puts it back after, so it writes without holding this
+    /// lock; a client that joins meanwhile waits here for the next pass.
+    shares: Vec<Vec<Client>>,
+    /// How many clients each share holds, out for a pass or not.
+    sizes: Vec<usize>,
+    /// The client count as last announced, and how many announcements there have been. A count
+    /// is state, not history: it has no id and is not in the log, so a replay never hands back a
+    /// stale count as news, and a storm of reconnects cannot push real events out of the log. A
+    /// new client is told the current value when it joins, the others at the next announcement.
+    announced: usize,
+    announcements: u64,
+    /// How many heartbeats have been due; a client that has had fewer gets one.
+    heartbeats: u64,
+    last_sent: Instant,
+    /// Counts every change a writer must act on; a writer that has seen the current value sleeps.
+    changes: u64,
+    /// Test builds only: the writer that panics in its next pass, to show what a bug costs.
+    #[cfg(test)]
+    panic_in: Option<usize>,
+}
+
+struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes that are not in the log and go out before the frame at `position`: the handshake,
+    /// a `gap` notice, a count, a heartbeat. Added to only between two frames (`offset == 0`).
+    out: Vec<u8>,
+    /// The log position of the next frame to send: every frame before it has gone out in full.
+    position: u64,
+    /// How many bytes of that frame are already out: a write the kernel took only part of.
+    offset: usize,
+    /// The client count this client was last told, how many announcements it has heard (those
+    /// made before it joined do not concern it), and how many heartbeats it has had.
+    count: usize,
+    announcements: u64,
+    heartbeats: u64,
+    /// The lab's `end_after`: the position at which this stream is finished. `None` for an
+    /// ordinary stream, which runs until one side closes it.
+    finish_at: Option<u64>,
+    /// Since when this client has had bytes waiting and taken none.
+    stuck_since: Option<Instant>,
+}
+
+/// What one visit to a client came to.
+#[derive(Debug, PartialEq)]
+enum Visit {
+    /// Everything is out.
+    UpToDate,
+    /// Some bytes are still waiting: its socket took less than it was given.
+    Behind,
+    /// It leaves the list, for this reason.
+    Leave(String),
+}
+
+impl ClientList {
+    /// A list for `writers` writer threads (start each with [`ClientList::run_writer`]).
+    pub fn new(max_clients: usize, writers: usize, write_timeout: Duration) -> ClientList {
+        let writers = writers.max(1);
+        ClientList {
+            state: Mutex::new(State {
+                log: EventLog::new(),
+                shares: (0..writers).map(|_| Vec::new()).collect(),
+                sizes: vec![0; writers],
+                announced: 0,
+                announcements: 0,
+                heartbeats: 0,
+                last_sent: Instant::now(),
+                changes: 0,
+                #[cfg(test)]
+                panic_in: None,
+            }),
+            wake: Condvar::new(),
+            max_clients,
+            write_timeout,
+        }
+    }
+
+    /// A panic in some thread while it held the lock "poisons" the mutex. Every piece of this state
+    /// stays valid between any two statements, so we carry on rather than let one bug take the
+    /// ticker and every client down with it.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a new stream client whose first bytes are `handshake`, at the place in the log that
+    /// `resume` asks for. The writers send it the rest, replay and live events alike: from the
+    /// client's position on, there is no difference between the two.
+    ///
+    /// `end_after` (the lab) ends the stream after that many events, a `gap` notice and replayed
+    /// events included. Gives the stream back when `max_clients` streams are already open.
+    pub fn connect(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        resume: Resume,
+        handshake: Vec<u8>,
+        end_after: Option<u64>,
+    ) -> Result<(), TcpStream> {
+        let mut state = self.lock();
+        let count = state.sizes.iter().sum::<usize>() + 1;
+        if count > self.max_clients {
+            return Err(stream);
+        }
+        let start = state.log.start(resume);
+        let mut out = handshake;
+        out.extend(start.gap.as_deref().unwrap_or_default().as_bytes());
+        // The current count, which includes this client.
+        out.extend(event::frame(None, Some("clients"), &count.to_string()).into_bytes());
+        let gap = u64::from(start.gap.is_some());
+        let client = Client {
+            stream,
+            peer,
+            out,
+            position: start.position,
+            offset: 0,
+            count,
+            announcements: state.announcements,
+            heartbeats: state.heartbeats,
+            finish_at: end_after.map(|n| start.position + n.saturating_sub(gap)),
+            stuck_since: None,
+        };
+        // The share with the fewest clients.
+        let writer = (0..state.sizes.len())
+            .min_by_key(|w| state.sizes[*w])
+            .unwrap_or_default();
+        state.sizes[writer] += 1;
+        state.shares[writer].push(client);
+        state.changes += 1;
+        drop(state);
+        self.wake.notify_all();
+        eprintln!("{peer} connected ({}); {count} connected", start.note);
+        Ok(())
+    }
+
+    /// Appends an event to the log and wakes the writers; returns its id. It returns at once:
+    /// the writers deliver the event to every client on their next pass.
+    pub fn append(&self, event_type: Option<&str>, data: &str) -> EventId {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut state = self.lock();
+        let id = state.log.append(now_ms, event_type, data);
+        state.last_sent = Instant::now();
+        state.changes += 1;
+        drop(state);
+        self.wake.notify_all();
+        id
+    }
+
+    /// Has the writers tell every client the client count, if it changed since the last time
+    /// (a new client is told the count when it joins).
+    pub fn announce_count(&self) {
+        let mut state = self.lock();
+        let count = state.sizes.iter().sum();
+        if state.announced == count {
+            return;
+        }
+        state.announced = count;
+        state.announcements += 1;
+        state.last_sent = Instant::now();
+        state.changes += 1;
+        drop(state);
+        self.wake.notify_all();
+    }
+
+    /// Has the writers send every client a comment if nothing was sent for `idle` (§9.2.7: a
+    /// comment line every 15 seconds or so keeps proxies from dropping the connection).
+    pub fn heartbeat_if_idle(&self, idle: Duration) {
+        let mut state = self.lock();
+        if state.last_sent.elapsed() < idle {
+            return;
+        }
+        state.heartbeats += 1;
+        state.last_sent = Instant::now();
+        state.changes += 1;
+        drop(state);
+        self.wake.notify_all();
+    }
+
+    /// How many stream clients are connected.
+    pub fn len(&self) -> usize {
+        self.lock().sizes.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The writer thread for share `writer`, one per core: sleeps until something changes, then
+    /// makes a pass over its clients; forever.
+    ///
+    /// A bug that panics during a pass costs only this share's clients: their sockets close with
+    /// the share, the browsers reconnect with `Last-Event-ID`, and the log replays what they
+    /// missed. The writer itself goes on with the clients that join after.
+    pub fn run_writer(&self, writer: usize) -> ! {
+        let mut seen = 0;
+        let mut behind = false;
+        loop {
+            seen = self.wait_for_change(seen, behind);
+            behind = match panic::catch_unwind(AssertUnwindSafe(|| self.pass(writer))) {
+                Ok(behind) => behind,
+                Err(_) => {
+                    let mut state = self.lock();
+                    let lost = state.sizes[writer] - state.shares[writer].len();
+                    state.sizes[writer] = state.shares[writer].len();
+                    let left = state.sizes.iter().sum::<usize>();
+                    drop(state);
+                    eprintln!(
+                        "writer {writer} panicked during a pass: its {lost} clients were dropped \
+                         (they reconnect and the log replays what they missed); {left} connected"
+                    );
+                    false
+                }
+            };
+        }
+    }
+
+    /// Waits until the list changed since `seen`, or, when a client was left `behind`, until it is
+    /// time to try it again. Returns the change count to wait past next time.
+    fn wait_for_change(&self, seen: u64, behind: bool) -> u64 {
+        let state = self.lock();
+        let unchanged = |state: &mut State| state.changes == seen;
+        let state = if behind {
+            self.wake
+                .wait_timeout_while(state, RETRY_AFTER, unchanged)
+                .map_or_else(|e| e.into_inner().0, |(state, _)| state)
+        } else {
+            self.wake
+                .wait_while(state, unchanged)
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        state.changes
+    }
+
+    /// One pass of one writer: brings each client of its share up to the end of the log, drops the
+    /// ones that leave, and logs why. Returns whether some client was left behind.
+    fn pass(&self, writer: usize) -> bool {
+        let mut share = std::mem::take(&mut self.lock().shares[writer]);
+        #[cfg(test)]
+        if self.lock().panic_in.take_if(|w| *w == writer).is_some() {
+            panic!(
+                "a simulated bug in writer {writer}, with {} clients",
+                share.len()
+            );
+        }
+        let mut behind = false;
+        let mut dropped = Vec::new();
+        let mut frames = Vec::new();
+        // The one place a client leaves the list: a failed write, a client too slow, a lab stream
+        // that got its last event.
+        share.retain_mut(|client| match self.visit(client, &mut frames) {
+            Visit::UpToDate => true,
+            Visit::Behind => {
+                behind = true;
+                true
+            }
+            Visit::Leave(reason) => {
+                // The browser sees its stream end and reconnects (for a failed write it is gone).
+                let _ = client.stream.shutdown(Shutdown::Both);
+                dropped.push((client.peer, reason));
+                false
+            }
+        });
+        let mut state = self.lock();
+        // Put the share back in front of the clients that joined during the pass.
+        let joined = std::mem::replace(&mut state.shares[writer], share);
+        state.shares[writer].extend(joined);
+        state.sizes[writer] -= dropped.len();
+        // Each log line gives the count as it was once that client had gone, so every line is
+        // true when read, however many left in one pass. Printing waits until the lock is free.
+        let mut left = state.sizes.iter().sum::<usize>() + dropped.len();
+        drop(state);
+        for (peer, reason) in dropped {
+            left -= 1;
+            eprintln!("{peer} dropped: {reason}; {left} connected");
+        }
+        behind
+    }
+
+    /// Sends one client everything it has not had yet, in one write.
+    fn visit(&self, client: &mut Client, frames: &mut Vec<Frame>) -> Visit {
+        frames.clear();
+        // Under the lock, for microseconds: what this client is owed, by position. The frames are
+        // shared (`Arc`), so taking them copies no bytes. Reading the log afresh for every client
+        // means an event appended mid-pass reaches the clients not yet visited in that same pass.
+        {
+            let state = self.lock();
+            let log = &state.log;
+            if client.position < log.first() {
+                let behind = log.end() - client.position;
+                return Visit::Leave(format!(
+                    "too slow: {behind} events behind, and the log no longer holds its next one"
+                ));
+            }
+            let finished = client.finish_at.is_some_and(|end| client.position >= end);
+            if finished && client.out.is_empty() {
+                return Visit::Leave(String::from(ENDED));
+            }
+            // Between two frames (never inside one), what is not in the log can go out.
+            if client.offset == 0 && !finished {
+                if client.announcements != state.announcements {
+                    client.announcements = state.announcements;
+                    if client.count != state.announced {
+                        client.count = state.announced;
+                        let count = event::frame(None, Some("clients"), &client.count.to_string());
+                        client.out.extend(count.into_bytes());
+                    }
+                }
+                if client.heartbeats != state.heartbeats {
+                    client.heartbeats = state.heartbeats;
+                    client.out.extend(event::comment("heartbeat").into_bytes());
+                }
+            }
+            let end = client.finish_at.unwrap_or(u64::MAX);
+            log.frames(client.position, end, frames);
+        }
+        if client.out.is_empty() && frames.is_empty() {
+            return Visit::UpToDate;
+        }
+        let mut slices = Vec::with_capacity(frames.len() + 1);
+        slices.push(IoSlice::new(&client.out));
+        for (i, frame) in frames.iter().enumerate() {
+            let skip = if i == 0 { client.offset } else { 0 };
+            slices.push(IoSlice::new(&frame[skip..]));
+        }
+        let pending: usize = slices.iter().map(|s| s.len()).sum();
+        // The socket is non-blocking: the kernel takes what fits in its send buffer and says how
+        // much. This thread never waits for one slow reader while the others wait behind it.
+        let written = match (&client.stream).write_vectored(&slices) {
+            Ok(0) => return Visit::Leave(String::from("write failed: the socket takes no bytes")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Visit::Leave(format!("write failed: {e}")),
+        };
+        client.advance(written, frames);
+        if written == pending {
+            client.stuck_since = None;
+            return Visit::UpToDate;
+        }
+        // A client that stopped reading keeps its place until the log moves past it, or until it
+        // has taken nothing for `write_timeout`: a browser tab in the background still reads, a
+        // peer that vanished without a word does not.
+        let since = match (written, client.stuck_since) {
+            (0, Some(since)) => since,
+            _ => *client.stuck_since.insert(Instant::now()),
+        };
+        if since.elapsed() >= self.write_timeout {
+            let waiting = pending - written;
+            return Visit::Leave(format!(
+                "took none of {waiting} waiting bytes for {:?} (not reading)",
+                self.write_timeout
+            ));
+        }
+        Visit::Behind
+    }
+
+    /// Test builds only: a bug striking while some thread holds the list, which poisons the mutex.
+    #[cfg(test)]
+    pub fn panic_while_locked(&self) -> ! {
+        let _state = self.lock();
+        panic!("a simulated bug, while holding the client list");
+    }
+
+    /// Test builds only: the next pass of `writer` panics, as a bug would.
+    #[cfg(test)]
+    fn panic_in_writer(&self, writer: usize) {
+        self.lock().panic_in = Some(writer);
+    }
+}
+
+impl Client {
+    /// Moves past the `n` bytes the kernel took: first from `out`, then from the frames, whose
+    /// first one starts at `offset`. A frame cut short stays the next one, with a larger offset.
+    fn advance(&mut self, n: usize, frames: &[Frame]) {
+        let from_out = n.min(self.out.len());
+        self.out.drain(..from_out);
+        if self.out.is_empty() {
+            // A long handshake or replay need not keep its buffer for the life of the stream.
+            self.out.shrink_to(64);
+        }
+        let mut n = n - from_out;
+        for frame in frames {
+            let rest = frame.len() - self.offset;
+            if n < rest {
+                self.offset += n;
+                return;
+            }
+            n -= rest;
+            self.position += 1;
+            self.offset = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_log::LOG_EVENTS;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    /// The server's end of a fresh loopback connection, and the client's end to read from.
+    fn connection() -> (TcpStream, SocketAddr, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, peer) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("non-blocking");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        (server, peer, client)
+    }
+
+    /// A list with one writer and no threads: the tests make its passes themselves.
+    fn list() -> ClientList {
+        ClientList::new(10, 1, Duration::from_secs(10))
+    }
+
+    /// Joins a client whose handshake is `head`; returns the end a browser would read.
+    fn join(list: &ClientList, resume: Resume, head: &str, end_after: Option<u64>) -> TcpStream {
+        let (server, peer, end) = connection();
+        let joined = list.connect(server, peer, resume, head.as_bytes().to_vec(), end_after);
+        assert!(joined.is_ok(), "room in the list");
+        end
+    }
+
+    /// Reads what has arrived: until the stream ends or nothing comes for 50 ms (a pass has
+    /// written before this is called, and loopback delivers at once).
+    fn read_available(end: &mut TcpStream) -> String {
+        end.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let mut all = Vec::new();
+        let mut buf = [0; 65536];
+        while let Ok(n @ 1..) = end.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(all).expect("UTF-8")
+    }
+
+    fn data_of(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_client_gets_its_handshake_and_the_count() {
+        let list = list();
+        let mut end = join(&list, Resume::New, "head\n", None);
+        assert!(!list.pass(0), "nothing left behind");
+        assert_eq!(
+            read_available(&mut end),
+            "head\nevent: clients\ndata: 1\n\n"
+        );
+    }
+
+    #[test]
+    fn pending_events_go_out_in_one_write() {
+        let list = list();
+        let mut end = join(&list, Resume::New, "", None);
+        list.pass(0);
+        read_available(&mut end);
+        for text in ["a", "b", "c"] {
+            list.append(Some("publish"), text);
+        }
+        list.pass(0);
+        // One pass, one write: all three arrive together, in order.
+        let got = read_available(&mut end);
+        assert_eq!(data_of(&got), ["a", "b", "c"]);
+        assert_eq!(got.matches("event: publish\n").count(), 3);
+    }
+
+    #[test]
+    fn an_event_appended_mid_pass_reaches_the_clients_not_yet_visited() {
+        let list = list();
+        let mut first = join(&list, Resume::New, "", None);
+        let mut second = join(&list, Resume::New, "", None);
+        let mut share = std::mem::take(&mut list.lock().shares[0]);
+        let mut frames = Vec::new();
+        assert_eq!(list.visit(&mut share[0], &mut frames), Visit::UpToDate);
+        list.append(None, "mid-pass");
+        assert_eq!(list.visit(&mut share[1], &mut frames), Visit::UpToDate);
+        assert!(!read_available(&mut first).contains("mid-pass"));
+        assert!(read_available(&mut second).contains("data: mid-pass\n"));
+        // The first client gets it on the next visit.
+        assert_eq!(list.visit(&mut share[0], &mut frames), Visit::UpToDate);
+        assert_eq!(data_of(&read_available(&mut first)), ["mid-pass"]);
+    }
+
+    #[test]
+    fn a_partial_write_is_continued_on_the_next_pass() {
+        let list = list();
+        let mut end = join(&list, Resume::New, "", None);
+        // Bigger than both ends' socket buffers hold: the kernel takes only part of it.
+        let big = "x".repeat(7 << 20);
+        list.append(None, &big);
+        list.append(None, "after");
+        assert!(list.pass(0), "left behind, not dropped");
+        assert_eq!(list.len(), 1);
+        // The browser reads on; each pass sends more, from where the last one stopped.
+        let mut got = String::new();
+        for _ in 0..1000 {
+            got += &read_available(&mut end);
+            if !list.pass(0) {
+                break;
+            }
+        }
+        got += &read_available(&mut end);
+        assert_eq!(
+            data_of(&got),
+            ["1", &big, "after"],
+            "whole frames, in order"
+        );
+    }
+
+    #[test]
+    fn a_client_that_takes_nothing_stays_until_its_write_timeout() {
+        let list = ClientList::new(10, 1, Duration::from_millis(300));
+        let _end = join(&list, Resume::New, "", None);
+        let big = "x".repeat(7 << 20);
+        list.append(None, &big);
+        let start = Instant::now();
+        // It never reads: WouldBlock, again and again, keeps its place.
+        while list.pass(0) {
+            assert!(start.elapsed() < Duration::from_secs(5), "never dropped");
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "dropped too soon"
+        );
+        assert!(list.is_empty(), "dropped once it took nothing for 300 ms");
+    }
+
+    #[test]
+    fn a_client_the_log_moves_past_is_dropped() {
+        let list = list();
+        let _end = join(&list, Resume::New, "", None);
+        // It never reads: a frame bigger than the socket buffers leaves it behind at that frame.
+        list.append(None, &"x".repeat(7 << 20));
+        assert!(list.pass(0), "left behind");
+        for i in 1..LOG_EVENTS {
+            list.append(None, &i.to_string());
+        }
+        list.pass(0);
+        assert_eq!(list.len(), 1, "its next frame is still in the log");
+        list.append(None, "one too many");
+        let mut share = std::mem::take(&mut list.lock().shares[0]);
+        assert_eq!(
+            list.visit(&mut share[0], &mut Vec::new()),
+            Visit::Leave(String::from(
+                "too slow: 1001 events behind, and the log no longer holds its next one"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_write_error_drops_the_client() {
+        let list = list();
+        let end = join(&list, Resume::New, "", None);
+        list.pass(0);
+        drop(end);
+        // The first write after the browser left may still be taken by the kernel; the peer's
+        // reset makes a later one fail.
+        for i in 0..100 {
+            list.append(None, &i.to_string());
+            list.pass(0);
+            if list.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("a client that left was never dropped");
+    }
+
+    #[test]
+    fn a_reconnect_replays_then_goes_live_in_one_stream() {
+        let list = list();
+        let a = list.append(None, "a");
+        list.append(None, "b");
+        let mut end = join(&list, Resume::After(a), "", None);
+        list.append(None, "c");
+        list.pass(0);
+        let got = read_available(&mut end);
+        assert_eq!(data_of(&got), ["1", "b", "c"]);
+    }
+
+    #[test]
+    fn a_resume_from_before_the_log_gets_the_gap_first() {
+        let list = list();
+        list.append(None, "kept");
+        let old = EventId { ms: 1, seq: 0 };
+        let mut end = join(&list, Resume::After(old), "", None);
+        list.pass(0);
+        let got = read_available(&mut end);
+        assert!(
+            got.starts_with("event: gap\ndata: {\"last_event_id\":\"1-0\""),
+            "{got}"
+        );
+        assert_eq!(data_of(&got)[1..], ["1", "kept"]);
+    }
+
+    #[test]
+    fn end_after_inside_the_replay_ends_before_going_live() {
+        let list = list();
+        let a = list.append(None, "a");
+        list.append(None, "b");
+        list.append(None, "c");
+        let mut end = join(&list, Resume::After(a), "", Some(1));
+        list.append(None, "live");
+        list.pass(0);
+        list.pass(0);
+        assert_eq!(data_of(&read_available(&mut end)), ["1", "b"]);
+        assert!(list.is_empty(), "ended, not live");
+    }
+
+    #[test]
+    fn end_after_takes_live_events_after_the_replay_up_to_n() {
+        let list = list();
+        let a = list.append(None, "a");
+        list.append(None, "b");
+        let mut end = join(&list, Resume::After(a), "", Some(3));
+        for text in ["c", "d", "e"] {
+            list.append(None, text);
+            list.pass(0);
+        }
+        list.pass(0);
+        assert_eq!(data_of(&read_available(&mut end)), ["1", "b", "c", "d"]);
+        assert!(list.is_empty(), "ended after 3 events");
+    }
+
+    #[test]
+    fn a_gap_counts_as_one_of_end_after() {
+        let list = list();
+        list.append(None, "a");
+        let mut end = join(&list, Resume::Unreadable, "", Some(1));
+        list.pass(0);
+        list.pass(0);
+        let got = read_available(&mut end);
+        assert!(got.starts_with("event: gap\n"), "{got}");
+        assert!(!got.contains("data: a\n"), "{got}");
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn the_count_is_state_told_to_each_client_once_per_change() {
+        let list = list();
+        let mut first = join(&list, Resume::New, "", None);
+        list.pass(0);
+        assert_eq!(data_of(&read_available(&mut first)), ["1"]);
+        let _second = join(&list, Resume::New, "", None);
+        list.announce_count();
+        list.announce_count();
+        list.pass(0);
+        assert_eq!(read_available(&mut first), "event: clients\ndata: 2\n\n");
+        // Not in the log: a reconnect gets the current count, never the old ones.
+        let mut third = join(&list, Resume::After(EventId { ms: 0, seq: 0 }), "", None);
+        list.pass(0);
+        let got = read_available(&mut third);
+        assert_eq!(got.matches("event: clients").count(), 1, "{got}");
+        assert!(got.contains("data: 3\n"), "{got}");
+    }
+
+    #[test]
+    fn a_heartbeat_goes_to_every_client_when_nothing_was_sent() {
+        let list = list();
+        let mut end = join(&list, Resume::New, "", None);
+        list.pass(0);
+        read_available(&mut end);
+        list.heartbeat_if_idle(Duration::from_secs(60));
+        list.pass(0);
+        assert_eq!(read_available(&mut end), "", "not idle yet");
+        list.heartbeat_if_idle(Duration::ZERO);
+        list.pass(0);
+        assert_eq!(read_available(&mut end), ": heartbeat\n\n");
+    }
+
+    #[test]
+    fn clients_over_the_cap_are_refused() {
+        let list = ClientList::new(1, 1, Duration::from_secs(10));
+        let _one = join(&list, Resume::New, "", None);
+        let (server, peer, _end) = connection();
+        assert!(
+            list.connect(server, peer, Resume::New, Vec::new(), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_panicking_writer_costs_only_its_own_clients() {
+        let list = Arc::new(ClientList::new(10, 2, Duration::from_secs(10)));
+        // The emptier share first: clients 0 and 2 go to writer 0, clients 1 and 3 to writer 1.
+        let mut ends: Vec<TcpStream> = (0..4).map(|_| join(&list, Resume::New, "", None)).collect();
+        list.panic_in_writer(0);
+        for writer in 0..2 {
+            let list = Arc::clone(&list);
+            std::thread::spawn(move || list.run_writer(writer));
+        }
+        list.append(None, "after the bug");
+        for (i, end) in ends.iter_mut().enumerate() {
+            let got = read_available(end);
+            if i % 2 == 0 {
+                assert_eq!(got, "", "client {i}: its socket closed with the share");
+            } else {
+                // The count it was told when it joined, then the event.
+                let count = (i + 1).to_string();
+                assert_eq!(
+                    data_of(&got),
+                    [count.as_str(), "after the bug"],
+                    "client {i}"
+                );
+            }
+        }
+        assert_eq!(list.len(), 2);
+        // Writer 0 lives on: a client that joins now is its, and is served.
+        let mut late = join(&list, Resume::New, "", None);
+        assert_eq!(read_available(&mut late), "event: clients\ndata: 3\n\n");
+    }
+}
