@@ -12,7 +12,7 @@
 use crate::event;
 use crate::event_log::{EventId, EventLog, Frame, Resume};
 use std::io::{self, IoSlice, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -295,8 +295,8 @@ impl ClientList {
                 true
             }
             Visit::Leave(reason) => {
-                // The browser sees its stream end and reconnects (for a failed write it is gone).
-                let _ = client.stream.shutdown(Shutdown::Both);
+                // Out of the list, the socket is dropped, which closes it: a browser still there
+                // sees its stream end and reconnects.
                 dropped.push((client.peer, reason));
                 false
             }
@@ -357,6 +357,7 @@ impl ClientList {
         if client.out.is_empty() && frames.is_empty() {
             return Visit::UpToDate;
         }
+        let inside_a_frame = client.offset > 0;
         let mut slices = Vec::with_capacity(frames.len() + 1);
         slices.push(IoSlice::new(&client.out));
         for (i, frame) in frames.iter().enumerate() {
@@ -376,6 +377,12 @@ impl ClientList {
         client.advance(written, frames);
         if written == pending {
             client.stuck_since = None;
+            // A count or heartbeat that came due while this client was inside a frame waited for
+            // the frame's end. It is out now: go round once more (this time between two frames),
+            // or what waited would wait for the next wake-up.
+            if inside_a_frame {
+                return self.visit(client, frames);
+            }
             return Visit::UpToDate;
         }
         // A client that stopped reading keeps its place until the log moves past it, or until it
@@ -539,6 +546,11 @@ mod tests {
         list.append(None, "after");
         assert!(list.pass(0), "left behind, not dropped");
         assert_eq!(list.len(), 1);
+        // A count and a heartbeat come due while it is inside the big frame: they must wait for
+        // the frame's end, never land inside it.
+        let _other = join(&list, Resume::New, "", None);
+        list.announce_count();
+        list.heartbeat_if_idle(Duration::ZERO);
         // The browser reads on; each pass sends more, from where the last one stopped.
         let mut got = String::new();
         for _ in 0..1000 {
@@ -548,11 +560,37 @@ mod tests {
             }
         }
         got += &read_available(&mut end);
-        assert_eq!(
-            data_of(&got),
-            ["1", &big, "after"],
-            "whole frames, in order"
+        // Compared by length: a failure must not print 7 MiB of x.
+        let lengths: Vec<usize> = data_of(&got).iter().map(|data| data.len()).collect();
+        assert_eq!(lengths, [1, big.len(), 5, 1], "whole frames, in order");
+        // The count and the heartbeat went out at the first frame boundary after the big frame's
+        // write: behind the small frame that write carried with it.
+        let after_big = &got[got.find(&big).expect("the big frame") + big.len()..];
+        assert!(after_big.starts_with("\n\nid: "), "{after_big}");
+        assert!(
+            after_big.ends_with("\ndata: after\n\nevent: clients\ndata: 2\n\n: heartbeat\n\n"),
+            "{after_big}"
         );
+    }
+
+    #[test]
+    fn a_client_that_reads_slowly_but_steadily_is_not_dropped() {
+        // Each read frees some room, so every pass moves it on: it is slow, not stuck.
+        let list = ClientList::new(10, 1, Duration::from_millis(200));
+        let mut end = join(&list, Resume::New, "", None);
+        list.append(None, &"x".repeat(7 << 20));
+        let start = Instant::now();
+        let mut buf = vec![0; 256 * 1024];
+        while list.pass(0) {
+            assert!(start.elapsed() < Duration::from_secs(20), "never caught up");
+            std::thread::sleep(Duration::from_millis(100));
+            end.read_exact(&mut buf).expect("read");
+        }
+        assert!(
+            start.elapsed() > Duration::from_millis(200),
+            "slower than the timeout"
+        );
+        assert_eq!(list.len(), 1, "never dropped");
     }
 
     #[test]

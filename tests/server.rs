@@ -279,6 +279,26 @@ fn ids_increase_across_every_event_type_and_counts_have_none() {
 }
 
 #[test]
+fn what_a_full_socket_could_not_take_goes_out_without_new_events() {
+    // std has no readiness API: a writer tries a client it left behind again on a timer.
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    stream.next_of("clients");
+    // 120 events of 60 KiB (7 MB, within the log's 8 MiB), not read meanwhile: more than the
+    // socket buffers of a connection that has not been read take.
+    let big = "x".repeat(60 * 1024);
+    for i in 0..120 {
+        assert!(publish(addr, &format!("{i} {big}")).starts_with("HTTP/1.1 204 "));
+    }
+    // Nothing is appended after the last one; still every event arrives, whole and in order.
+    for i in 0..120 {
+        let event = stream.next_of("publish");
+        assert_eq!(event.data.len(), big.len() + 1 + i.to_string().len(), "{i}");
+        assert!(event.data.starts_with(&format!("{i} x")), "{i}");
+    }
+}
+
+#[test]
 fn heartbeat_is_sent_when_idle() {
     let addr = start(Config {
         heartbeat: Duration::from_millis(100),
