@@ -161,7 +161,7 @@ impl EventLog {
 
     /// Adds the frames from position `from` up to (not including) `to` to `out`. `from` must not
     /// be below [`first`](Self::first).
-    pub fn frames(&self, from: u64, to: u64, out: &mut Vec<Frame>) {
+    pub fn frames(&self, from: u64, to: u64, out: &mut impl Extend<Frame>) {
         let skip = from.saturating_sub(self.first) as usize;
         let take = to.min(self.end()).saturating_sub(from) as usize;
         out.extend(
