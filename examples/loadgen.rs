@@ -2,29 +2,52 @@
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --clients 10000
+//! cargo run --release --example loadgen -- --clients 10000 --rate 100 --events 500
 //! cargo run --release --example loadgen -- --clients 1000 --events 50 --tick-ms 1000
 //! cargo run --release --example loadgen -- --clients 500 --addr 127.0.0.1:3000 --pid 12345
 //! ```
 //!
 //! Without `--addr` it starts the server itself: this same program run again with `--serve`, so
-//! the server is a process of its own whose memory and threads can be read from
-//! `/proc/<pid>/status`. Each publish carries the time it was sent; every client notes when it read
+//! the server is a process of its own whose memory, threads and CPU time can be read from
+//! `/proc/<pid>/`. Each publish carries the time it was sent; every client notes when it read
 //! the event, on the same clock, so each delivery has its latency. Loopback only; every wait has a
 //! time limit and the run ends by itself.
+//!
+//! Two ways to publish. By default the loop is closed: one publish, wait until every client has
+//! it, pause `--interval-ms`, the next. With `--rate N` it is open: the i-th publish is due at
+//! i/N seconds and goes out then, whether or not the earlier ones have been answered, as real
+//! publishers do. A closed loop hides queueing, since the publisher slows down with the server;
+//! an open loop keeps the pace, so a server that falls behind shows it as latency.
+//!
+//! The last line is a `summary` with every figure as `key=value`, for `grep` and scripts.
 
 use sse_server::Config;
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: loadgen [--clients N] [--events K] [--rate PER_SECOND | --interval-ms MS] [--tick-ms MS] [--readers R] [--addr HOST:PORT [--pid PID]]";
+
+/// The most publishes an open loop has waiting for their answer at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How long one publish may take, from connecting to the end of its answer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest an open-loop schedule may run (`--events` / `--rate`).
+const MAX_SCHEDULE: Duration = Duration::from_secs(300);
 
 struct Options {
     clients: usize,
     events: usize,
     interval: Duration,
+    /// Publishes per second: an open loop. `None`: the closed loop.
+    rate: Option<u64>,
     tick_ms: u64,
     readers: usize,
     addr: Option<SocketAddr>,
@@ -39,9 +62,7 @@ fn main() -> ExitCode {
     let options = match parse_options(&args) {
         Ok(options) => options,
         Err(message) => {
-            eprintln!(
-                "{message}\nusage: loadgen [--clients N] [--events K] [--interval-ms MS] [--tick-ms MS] [--readers R] [--addr HOST:PORT [--pid PID]]"
-            );
+            eprintln!("{message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -59,12 +80,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         clients: 1000,
         events: 20,
         interval: Duration::from_millis(200),
+        rate: None,
         tick_ms: 1000,
-        // As many as the server has writers: one per core, each share in the same order.
+        // One per core, each reading a contiguous share of the clients in connect order.
         readers: thread::available_parallelism().map_or(1, |n| n.get()),
         addr: None,
         pid: None,
     };
+    let mut interval_given = false;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -76,7 +99,19 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         match flag.as_str() {
             "--clients" => options.clients = number()?.clamp(1, 60_000) as usize,
             "--events" => options.events = number()?.clamp(1, 10_000) as usize,
-            "--interval-ms" => options.interval = Duration::from_millis(number()?.min(60_000)),
+            "--interval-ms" => {
+                options.interval = Duration::from_millis(number()?.min(60_000));
+                interval_given = true;
+            }
+            "--rate" => {
+                let rate = number()?;
+                if !(1..=1000).contains(&rate) {
+                    return Err(format!(
+                        "--rate {value}: publishes per second, from 1 to 1000"
+                    ));
+                }
+                options.rate = Some(rate);
+            }
             "--tick-ms" => options.tick_ms = number()?.max(1),
             "--readers" => options.readers = number()?.clamp(1, 64) as usize,
             "--addr" => {
@@ -94,6 +129,22 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         return Err(String::from(
             "--addr must be a loopback address: this tool sends load only to this machine",
         ));
+    }
+    if let Some(rate) = options.rate {
+        if interval_given {
+            return Err(String::from(
+                "--interval-ms is the closed loop's pause; --rate sets the open loop's pace: give one of them",
+            ));
+        }
+        let schedule = Duration::from_secs_f64(options.events as f64 / rate as f64);
+        if schedule > MAX_SCHEDULE {
+            return Err(format!(
+                "--events {} at --rate {rate} would take {:.0} s; keep it within {} s",
+                options.events,
+                schedule.as_secs_f64(),
+                MAX_SCHEDULE.as_secs()
+            ));
+        }
     }
     Ok(options)
 }
@@ -186,15 +237,67 @@ struct Client {
     stream: TcpStream,
     /// Bytes of a frame not yet complete.
     partial: Vec<u8>,
-    /// How many `bench` publishes it has read.
+    /// Which `bench` publishes it has read, one bit per sequence number.
+    seen: Vec<u64>,
+    /// How many different `bench` publishes it has read.
     got: usize,
-    /// The server closed the stream.
+    /// The server closed the stream, or sent what is not an event stream.
     closed: bool,
+}
+
+/// What the readers counted, beyond the latencies.
+#[derive(Default)]
+struct ReadTotals {
+    /// Clients that got every event.
+    complete: usize,
+    /// `bench` events a client had already had.
+    duplicates: usize,
+    /// Other events read while measuring: ticks, client counts, a `bench` from another run.
+    others: usize,
+}
+
+/// How the publishes went.
+#[derive(Default)]
+struct Publishes {
+    /// From just before connecting to having read the status line, one per answered publish.
+    answers: Vec<u64>,
+    failures: usize,
+    first_failure: Option<String>,
+    /// Open loop: the latest a publish started after its due time.
+    latest_start: Duration,
+    /// Open loop: how many publishes came due while [`MAX_IN_FLIGHT`] were unanswered.
+    limit_hits: usize,
+    most_in_flight: usize,
+}
+
+impl Publishes {
+    fn fail(&mut self, message: String) {
+        self.failures += 1;
+        self.first_failure.get_or_insert(message);
+    }
+
+    /// Waits for an open loop's publisher, due at `due`, and notes how it went.
+    fn collect(
+        &mut self,
+        due: Instant,
+        publisher: JoinHandle<(Instant, Result<Duration, String>)>,
+    ) {
+        match publisher.join() {
+            Ok((began, answer)) => {
+                self.latest_start = self.latest_start.max(began.saturating_duration_since(due));
+                match answer {
+                    Ok(took) => self.answers.push(took.as_nanos() as u64),
+                    Err(e) => self.fail(e),
+                }
+            }
+            Err(_) => self.fail(String::from("a publisher thread panicked")),
+        }
+    }
 }
 
 fn run(options: &Options) -> Result<(), String> {
     // The server, a process of its own, needs as many: it inherits this limit.
-    let need = options.clients as u64 + 64;
+    let need = options.clients as u64 + MAX_IN_FLIGHT as u64 + 64;
     if let Some(limit) = open_files_limit()
         && limit < need
     {
@@ -220,7 +323,7 @@ fn run(options: &Options) -> Result<(), String> {
         }
         if pending.len() == 100 || i + 1 == options.clients {
             for stream in pending.drain(..) {
-                match read_stream_head(stream) {
+                match read_stream_head(stream, options.events) {
                     Ok(client) => clients.push(client),
                     Err(_) => failed += 1,
                 }
@@ -251,13 +354,14 @@ fn run(options: &Options) -> Result<(), String> {
     // Readers: each polls its share of the sockets (see `read_events`) and notes the latency of
     // every `bench` event it reads. `published` counts the events sent so far.
     let clock = Instant::now();
-    let cpu_before = cpu_times();
+    let steal_before = cpu_times();
+    let server_cpu_before = server_cpu_ticks(server.pid);
     let received: Vec<AtomicUsize> = (0..options.events).map(|_| AtomicUsize::new(0)).collect();
     let published = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let latencies = Mutex::new(Vec::with_capacity(connected * options.events));
     let share = connected.div_ceil(options.readers);
-    let (outcome, complete) = thread::scope(|scope| {
+    let (outcome, server_cpu_after, totals) = thread::scope(|scope| {
         let mut readers = Vec::new();
         while !clients.is_empty() {
             let mine: Vec<Client> = clients.drain(..share.min(clients.len())).collect();
@@ -266,46 +370,97 @@ fn run(options: &Options) -> Result<(), String> {
                 scope.spawn(move || read_events(mine, clock, received, published, stop, latencies)),
             );
         }
-        let outcome = (0..options.events).try_for_each(|seq| {
-            let sent_at = clock.elapsed().as_nanos();
-            published.store(seq + 1, Ordering::Relaxed);
-            publish(server.addr, &format!("bench {seq} {sent_at}"))?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while received[seq].load(Ordering::Relaxed) < connected && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(1));
+        let outcome = match options.rate {
+            None => closed_loop(
+                options,
+                server.addr,
+                clock,
+                &received,
+                &published,
+                connected,
+            ),
+            Some(rate) => {
+                let publishes = open_loop(server.addr, options.events, rate, clock, &published);
+                wait_for_deliveries(&received, connected * options.events);
+                Ok(publishes)
             }
-            thread::sleep(options.interval);
-            Ok::<(), String>(())
-        });
+        };
+        let server_cpu_after = server_cpu_ticks(server.pid);
         stop.store(true, Ordering::Relaxed);
-        let complete: usize = readers
-            .into_iter()
-            .map(|reader| reader.join().unwrap_or(0))
-            .sum();
-        (outcome, complete)
+        let mut totals = ReadTotals::default();
+        for reader in readers {
+            let mine = reader.join().unwrap_or_default();
+            totals.complete += mine.complete;
+            totals.duplicates += mine.duplicates;
+            totals.others += mine.others;
+        }
+        (outcome, server_cpu_after, totals)
     });
-    outcome?;
+    let mut publishes = outcome?;
 
     let mut latencies = std::mem::take(&mut *latencies.lock().map_err(|_| "a reader panicked")?);
     latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(f64::NAN, |&ns| ns as f64 / 1e6)
-    };
+    publishes.answers.sort_unstable();
+    let (p50, p99, max) = (
+        quantile(&latencies, 0.50),
+        quantile(&latencies, 0.99),
+        quantile(&latencies, 1.0),
+    );
+    let (publish_p50, publish_p99, publish_max) = (
+        quantile(&publishes.answers, 0.50),
+        quantile(&publishes.answers, 0.99),
+        quantile(&publishes.answers, 1.0),
+    );
+    let delivered = latencies.len();
+    let expected = options.clients * options.events;
     println!(
-        "clients that got every event:  {complete} of {connected} ({} events each)",
-        options.events
+        "clients that got every event:  {} of {connected} ({} events each)",
+        totals.complete, options.events
     );
     println!(
-        "delivery latency ({} deliveries): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "delivery latency ({} deliveries): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
         latencies.len(),
-        at(0.50),
-        at(0.99),
-        latencies.last().map_or(f64::NAN, |&ns| ns as f64 / 1e6)
     );
+    println!(
+        "deliveries:                    {delivered} of {expected} expected ({} clients x {} events){}",
+        options.clients,
+        options.events,
+        if totals.duplicates > 0 {
+            format!(", and {} duplicates not counted", totals.duplicates)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "POST /publish answer time ({} answered): p50 {publish_p50:.1} ms, p99 {publish_p99:.1} ms, max {publish_max:.1} ms",
+        publishes.answers.len()
+    );
+    match options.rate {
+        None => println!(
+            "publishing:                    closed loop: each publish waited for every delivery of the one before, then {} ms",
+            options.interval.as_millis()
+        ),
+        Some(rate) => println!(
+            "publishing:                    open loop, {rate} per second, scheduled over {:.2} s; each started at most {:.1} ms after its due time; at most {} in flight",
+            options.events as f64 / rate as f64,
+            publishes.latest_start.as_secs_f64() * 1e3,
+            publishes.most_in_flight
+        ),
+    }
+    if publishes.limit_hits > 0 {
+        println!(
+            "IN-FLIGHT LIMIT REACHED:       {} publishes came due while {MAX_IN_FLIGHT} were unanswered and waited for one to finish: this run was partly a closed loop",
+            publishes.limit_hits
+        );
+    }
+    if let Some(first) = &publishes.first_failure {
+        println!(
+            "publishes that failed:         {} of {} (first: {first})",
+            publishes.failures, options.events
+        );
+    }
     // On a virtual machine the host may run other guests on "our" cores: that time is "steal".
-    if let (Some((steal_before, total_before)), Some((steal, total))) = (cpu_before, cpu_times())
+    if let (Some((steal_before, total_before)), Some((steal, total))) = (steal_before, cpu_times())
         && total > total_before
     {
         println!(
@@ -313,8 +468,35 @@ fn run(options: &Options) -> Result<(), String> {
             100.0 * (steal - steal_before) as f64 / (total - total_before) as f64
         );
     }
+    // utime + stime, in ticks of 10 ms (USER_HZ is 100 on Linux); the phase runs from the first
+    // publish until every delivery was read (or the wait for them gave up).
+    let cpu_us_per_delivery = match (server_cpu_before, server_cpu_after) {
+        (Some(before), Some(after)) if after >= before => {
+            let cpu_us = (after - before) * 10_000;
+            let per = (delivered > 0).then(|| cpu_us as f64 / delivered as f64);
+            println!(
+                "server cpu while publishing:   {:.2} s (utime+stime {before} -> {after} ticks of 10 ms): {} µs per delivery, give or take {}",
+                cpu_us as f64 / 1e6,
+                per.map_or_else(|| String::from("NA"), |p| format!("{p:.2}")),
+                per.map_or_else(
+                    || String::from("NA"),
+                    |_| format!("{:.2}", 10_000.0 / delivered as f64)
+                ),
+            );
+            println!(
+                "other events read meanwhile:   at least {} (ticks, client counts): their cost is in the cpu above too",
+                totals.others
+            );
+            per
+        }
+        _ => {
+            println!("server cpu while publishing:   unknown (give --pid on Linux)");
+            None
+        }
+    };
+    let hwm = server_status(server.pid, "VmHWM");
     match (
-        server_status(server.pid, "VmHWM"),
+        hwm,
         server_status(server.pid, "VmRSS"),
         server_status(server.pid, "Threads"),
     ) {
@@ -326,7 +508,145 @@ fn run(options: &Options) -> Result<(), String> {
         ),
         _ => println!("server memory:                 unknown (give --pid on Linux)"),
     }
+    let or_na = |value: Option<String>| value.unwrap_or_else(|| String::from("NA"));
+    println!(
+        "summary rate={} clients={} events={} delivered={delivered}/{expected} p50_ms={p50:.2} p99_ms={p99:.2} max_ms={max:.2} publish_p50_ms={publish_p50:.2} publish_p99_ms={publish_p99:.2} publish_max_ms={publish_max:.2} cpu_us_per_delivery={} vmhwm_kb={} publish_failed={} inflight_limit_hits={}",
+        options
+            .rate
+            .map_or_else(|| String::from("closed"), |r| r.to_string()),
+        options.clients,
+        options.events,
+        or_na(cpu_us_per_delivery.map(|c| format!("{c:.2}"))),
+        or_na(hwm.map(|h| h.to_string())),
+        publishes.failures,
+        publishes.limit_hits,
+    );
     Ok(())
+}
+
+/// The value at quantile `q` of sorted nanoseconds, in milliseconds; NaN when there are none.
+fn quantile(sorted: &[u64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(f64::NAN, |&ns| ns as f64 / 1e6)
+}
+
+/// The closed loop: publish, wait (10 s at most) until every client has it, pause, the next.
+fn closed_loop(
+    options: &Options,
+    addr: SocketAddr,
+    clock: Instant,
+    received: &[AtomicUsize],
+    published: &AtomicUsize,
+    connected: usize,
+) -> Result<Publishes, String> {
+    let mut publishes = Publishes::default();
+    for (seq, delivered) in received.iter().enumerate() {
+        published.store(seq + 1, Ordering::Relaxed);
+        let (_, answer) = publish(addr, seq, clock);
+        publishes.answers.push(answer?.as_nanos() as u64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while delivered.load(Ordering::Relaxed) < connected && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        thread::sleep(options.interval);
+    }
+    Ok(publishes)
+}
+
+/// The open loop: publish `seq` at `seq / rate` seconds from now, each from a thread of its own,
+/// whether or not the ones before were answered. When [`MAX_IN_FLIGHT`] are unanswered, the next
+/// waits for one of them (and [`Publishes::limit_hits`] says so). Returns once all have ended.
+fn open_loop(
+    addr: SocketAddr,
+    events: usize,
+    rate: u64,
+    clock: Instant,
+    published: &AtomicUsize,
+) -> Publishes {
+    let mut publishes = Publishes::default();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Joined as they end, oldest first: a thread not joined keeps its stack.
+    let mut publishers = VecDeque::new();
+    let start = Instant::now();
+    for seq in 0..events {
+        let due = start + Duration::from_nanos(seq as u64 * 1_000_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        if in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+            publishes.limit_hits += 1;
+            // Each publish ends within PUBLISH_TIMEOUT, so this wait does too.
+            while in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+                thread::sleep(Duration::from_micros(100));
+            }
+        }
+        let guard = InFlight::enter(&in_flight);
+        publishes.most_in_flight = publishes.most_in_flight.max(guard.now);
+        published.store(seq + 1, Ordering::Relaxed);
+        let spawned = thread::Builder::new()
+            .name(format!("publish {seq}"))
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let _guard = guard;
+                publish(addr, seq, clock)
+            });
+        // A thread that could not start dropped its guard with it.
+        match spawned {
+            Ok(publisher) => publishers.push_back((due, publisher)),
+            Err(e) => publishes.fail(format!("publish {seq}: cannot start a thread: {e}")),
+        }
+        while publishers.front().is_some_and(|(_, p)| p.is_finished()) {
+            if let Some((due, publisher)) = publishers.pop_front() {
+                publishes.collect(due, publisher);
+            }
+        }
+    }
+    for (due, publisher) in publishers {
+        publishes.collect(due, publisher);
+    }
+    publishes
+}
+
+/// One unanswered publish: counted in when made, out when dropped.
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    /// How many were in flight with this one.
+    now: usize,
+}
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
+        let now = count.fetch_add(1, Ordering::AcqRel) + 1;
+        InFlight {
+            count: Arc::clone(count),
+            now,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits until `expected` deliveries were read, or 10 s went by without a new one, or 2 minutes.
+fn wait_for_deliveries(received: &[AtomicUsize], expected: usize) {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut last_change) = (usize::MAX, Instant::now());
+    loop {
+        let total: usize = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();
+        let now = Instant::now();
+        if total >= expected || now >= give_up {
+            return;
+        }
+        if total != last {
+            (last, last_change) = (total, now);
+        } else if now - last_change >= Duration::from_secs(10) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn open_stream(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -336,7 +656,7 @@ fn open_stream(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-fn read_stream_head(mut stream: TcpStream) -> io::Result<Client> {
+fn read_stream_head(mut stream: TcpStream, events: usize) -> io::Result<Client> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = Vec::new();
     let mut buf = [0; 1024];
@@ -357,12 +677,13 @@ fn read_stream_head(mut stream: TcpStream) -> io::Result<Client> {
     Ok(Client {
         stream,
         partial: head.split_off(end),
+        seen: vec![0; events.div_ceil(64)],
         got: 0,
         closed: false,
     })
 }
 
-/// Polls `clients` until told to stop (or for 10 minutes at most); returns how many got every event.
+/// Polls `clients` until told to stop (or for 10 minutes at most); returns what it counted.
 ///
 /// std has no `epoll`, so a reader asks each socket in turn, and every "nothing yet" is a system
 /// call that takes CPU from the server on these same cores. A reader therefore asks in the order
@@ -378,8 +699,9 @@ fn read_events(
     published: &AtomicUsize,
     stop: &AtomicBool,
     latencies: &Mutex<Vec<u64>>,
-) -> usize {
+) -> ReadTotals {
     let mut mine = Vec::with_capacity(clients.len() * received.len());
+    let mut totals = ReadTotals::default();
     let mut buf = vec![0; 64 * 1024];
     let give_up = Instant::now() + Duration::from_secs(600);
     // Clients before `first` have read every event published so far: no need to look at them.
@@ -395,7 +717,8 @@ fn read_events(
         }
         let mut misses = 0;
         for client in clients[first..].iter_mut().filter(|c| waiting(c)) {
-            if read_available(client, &mut buf, clock, received, &mut mine) {
+            let read = read_available(client, &mut buf, clock, received, &mut mine, &mut totals);
+            if read {
                 misses = 0;
             } else {
                 misses += 1;
@@ -409,7 +732,8 @@ fn read_events(
     if let Ok(mut all) = latencies.lock() {
         all.extend(mine);
     }
-    clients.iter().filter(|c| c.got == received.len()).count()
+    totals.complete = clients.iter().filter(|c| c.got == received.len()).count();
+    totals
 }
 
 /// How many clients in a row with nothing to read end a sweep.
@@ -417,6 +741,9 @@ const MISSES: usize = 8;
 
 /// How long a reader sleeps between sweeps; a latency is overstated by at most about this much.
 const PAUSE: Duration = Duration::from_micros(200);
+
+/// The longest frame a client keeps waiting for the end of; the server's are at most 64 KiB.
+const MAX_FRAME: usize = 1024 * 1024;
 
 /// Reads and drops the frames `client` was sent so far; from here on its socket is non-blocking.
 fn skip_pending(client: &mut Client, buf: &mut [u8]) -> io::Result<()> {
@@ -429,8 +756,9 @@ fn skip_pending(client: &mut Client, buf: &mut [u8]) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    if let Some(end) = client.partial.windows(2).rposition(|w| w == b"\n\n") {
-        client.partial.drain(..end + 2);
+    take_frames(&mut client.partial, |_| {});
+    if client.partial.len() > MAX_FRAME {
+        return Err(io::Error::other("a frame without an end"));
     }
     Ok(())
 }
@@ -442,6 +770,7 @@ fn read_available(
     clock: Instant,
     received: &[AtomicUsize],
     latencies: &mut Vec<u64>,
+    totals: &mut ReadTotals,
 ) -> bool {
     let n = match client.stream.read(buf) {
         Ok(0) => {
@@ -453,34 +782,99 @@ fn read_available(
     };
     let now = clock.elapsed().as_nanos() as u64;
     client.partial.extend_from_slice(&buf[..n]);
-    while let Some(end) = client.partial.windows(2).position(|w| w == b"\n\n") {
-        let frame: Vec<u8> = client.partial.drain(..end + 2).collect();
-        if let Some((seq, sent_at)) = bench_event(&frame) {
-            latencies.push(now.saturating_sub(sent_at));
-            client.got += 1;
-            if let Some(count) = received.get(seq) {
-                count.fetch_add(1, Ordering::Relaxed);
+    let Client {
+        partial, seen, got, ..
+    } = client;
+    take_frames(partial, |frame| match frame_data(frame) {
+        Data::None => {}
+        Data::Bench(seq, sent_at) if seq < received.len() => {
+            let (word, bit) = (seq / 64, 1u64 << (seq % 64));
+            if seen[word] & bit != 0 {
+                totals.duplicates += 1;
+                return;
             }
+            seen[word] |= bit;
+            *got += 1;
+            latencies.push(now.saturating_sub(sent_at));
+            received[seq].fetch_add(1, Ordering::Relaxed);
         }
+        Data::Bench(..) | Data::Other => totals.others += 1,
+    });
+    if client.partial.len() > MAX_FRAME {
+        client.closed = true;
     }
     true
 }
 
-/// `(seq, sent_at)` from a frame `id: ..\nevent: publish\ndata: bench SEQ SENT_AT\n\n`.
-fn bench_event(frame: &[u8]) -> Option<(usize, u64)> {
-    let text = std::str::from_utf8(frame).ok()?;
-    let data = text
-        .split('\n')
-        .find_map(|line| line.strip_prefix("data: bench "))?;
-    let (seq, sent_at) = data.split_once(' ')?;
+/// Hands each complete frame at the front of `partial` to `each`, and drops it from there.
+///
+/// A frame ends at a blank line (§9.2.5); lines end in `\n`, with or without a `\r` before it.
+fn take_frames(partial: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
+    let (mut frame_start, mut line_start) = (0, 0);
+    while let Some(newline) = partial[line_start..].iter().position(|&b| b == b'\n') {
+        let line_end = line_start + newline;
+        let line = &partial[line_start..line_end];
+        if line.is_empty() || line == b"\r" {
+            each(&partial[frame_start..line_start]);
+            frame_start = line_end + 1;
+        }
+        line_start = line_end + 1;
+    }
+    partial.drain(..frame_start);
+}
+
+/// What a frame's `data:` lines hold.
+enum Data {
+    /// No data: a comment such as `: heartbeat`, or only `retry:`.
+    None,
+    /// `data: bench SEQ SENT_AT`, whatever the frame's `id:` and `event:` lines say.
+    Bench(usize, u64),
+    /// Any other data: a tick, a client count.
+    Other,
+}
+
+fn frame_data(frame: &[u8]) -> Data {
+    let mut data = Data::None;
+    for line in frame.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // §9.2.6: the field name, then a colon and one optional space before the value.
+        let Some(value) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        match bench_data(value) {
+            Some((seq, sent_at)) => return Data::Bench(seq, sent_at),
+            None => data = Data::Other,
+        }
+    }
+    data
+}
+
+/// `(seq, sent_at)` from `bench SEQ SENT_AT`.
+fn bench_data(value: &[u8]) -> Option<(usize, u64)> {
+    let text = std::str::from_utf8(value).ok()?.strip_prefix("bench ")?;
+    let (seq, sent_at) = text.split_once(' ')?;
     Some((seq.parse().ok()?, sent_at.parse().ok()?))
 }
 
-fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|e| format!("publish: {e}"))?;
+/// Publishes `bench SEQ SENT_AT`, SENT_AT being now on `clock`. Returns when it began (just before
+/// connecting) and how long the status line took to arrive.
+fn publish(addr: SocketAddr, seq: usize, clock: Instant) -> (Instant, Result<Duration, String>) {
+    let began = Instant::now();
+    let body = format!("bench {seq} {}", began.duration_since(clock).as_nanos());
+    let answer = post(addr, &body, began).map_err(|e| format!("publish {seq}: {e}"));
+    (began, answer)
+}
+
+/// `POST /publish` with `body`; any `2xx` will do. Reads the whole answer, within
+/// [`PUBLISH_TIMEOUT`] from `began`, and returns how long its status line took.
+fn post(addr: SocketAddr, body: &str, began: Instant) -> Result<Duration, String> {
+    let deadline = began + PUBLISH_TIMEOUT;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, PUBLISH_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+    let left = deadline.saturating_duration_since(Instant::now());
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_write_timeout(Some(left.max(Duration::from_millis(1))))
         .map_err(|e| e.to_string())?;
     let request = format!(
         "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
@@ -488,18 +882,91 @@ fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
     );
     stream
         .write_all(request.as_bytes())
-        .map_err(|e| format!("publish: {e}"))?;
-    let mut response = [0; 12];
-    stream
-        .read_exact(&mut response)
-        .map_err(|e| format!("publish: {e}"))?;
-    if &response != b"HTTP/1.1 204" {
-        return Err(format!(
-            "publish answered {:?}",
-            String::from_utf8_lossy(&response)
-        ));
+        .map_err(|e| format!("sending: {e}"))?;
+
+    let mut head = Vec::new();
+    let mut buf = [0; 4096];
+    let took = loop {
+        if head.windows(2).any(|w| w == b"\r\n") {
+            break began.elapsed();
+        }
+        match read_until(&mut stream, &mut buf, deadline)? {
+            0 => return Err(String::from("closed before a status line")),
+            n => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 16 * 1024 {
+            return Err(String::from("no status line in the first 16 KiB"));
+        }
+    };
+    let status_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let status_line = String::from_utf8_lossy(status_line);
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse::<u16>().ok());
+    let status = match status {
+        Some(status) if (200..300).contains(&status) => status,
+        _ => return Err(format!("answered {status_line:?}")),
+    };
+
+    // The rest of the answer, read and dropped: up to its Content-Length, or else its close.
+    let head_end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if head.len() > 16 * 1024 {
+            return Err(String::from("response head longer than 16 KiB"));
+        }
+        match read_until(&mut stream, &mut buf, deadline)? {
+            0 => return Err(String::from("closed inside the response head")),
+            n => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    let content_length = String::from_utf8_lossy(&head[..head_end])
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<u64>().ok());
+    let mut body_read = (head.len() - head_end) as u64;
+    let wanted = match (status, content_length) {
+        (204, _) => 0,
+        (_, Some(length)) => length,
+        (_, None) => u64::MAX,
+    };
+    // A failure from here on does not undo the publish: the server said yes already.
+    while body_read < wanted && body_read < 16 * 1024 * 1024 {
+        match read_until(&mut stream, &mut buf, deadline) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body_read += n as u64,
+        }
     }
-    Ok(())
+    Ok(took)
+}
+
+/// One `read`, given what is left of the time until `deadline`.
+fn read_until(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no complete answer within {} s",
+                PUBLISH_TIMEOUT.as_secs()
+            ));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        }
+    }
 }
 
 /// The machine's (steal, total) CPU time so far, in ticks, from the first line of `/proc/stat`.
@@ -514,6 +981,18 @@ fn cpu_times() -> Option<(u64, u64)> {
         .collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
     Some((*ticks.get(7)?, ticks.iter().take(8).sum()))
+}
+
+/// The server's CPU time so far, utime + stime in ticks (10 ms each), from `/proc/<pid>/stat`.
+fn server_cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Field 2, the command name, is in parentheses and may hold spaces: count from after it.
+    // What follows starts with field 3 (state), so fields 14 and 15 are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// A number from `/proc/<pid>/status`, such as `VmHWM` (in kB) or `Threads`.
