@@ -36,11 +36,16 @@ fn main() -> ExitCode {
     source.last_event_id = options.last_event_id;
     eprintln!("connecting to {}", options.url);
     let mut seen = 0;
+    let mut previous_id = String::new();
     let end = source.run(|report| {
         match report {
             Report::Open => eprintln!("connected"),
             Report::Event(event) => {
-                print_event(&event, options.json);
+                // An event without an `id:` line keeps the last event ID of the one before: show
+                // an id only where it changed, as the frame most likely carried it.
+                let new_id = event.last_event_id != previous_id;
+                previous_id.clone_from(&event.last_event_id);
+                print_event(&event, new_id, options.json);
                 seen += 1;
                 if options.max_events == Some(seen) {
                     return ControlFlow::Break(());
@@ -116,8 +121,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-/// One event, readably (`type (id N): data`, further lines indented) or as one JSON object.
-fn print_event(event: &Event, json: bool) {
+/// One event, readably (`type (id N): data` when the id changed, further lines indented) or as
+/// one JSON object, which always has the `lastEventId`.
+fn print_event(event: &Event, new_id: bool, json: bool) {
     let line = if json {
         format!(
             "{{\"type\":{},\"data\":{},\"lastEventId\":{}}}",
@@ -127,8 +133,8 @@ fn print_event(event: &Event, json: bool) {
         )
     } else {
         let label = match event.last_event_id.as_str() {
-            "" => event.event_type.clone(),
-            id => format!("{} (id {id})", event.event_type),
+            id if new_id && !id.is_empty() => format!("{} (id {id})", event.event_type),
+            _ => event.event_type.clone(),
         };
         let indent = " ".repeat(label.chars().count() + 2);
         format!(

@@ -54,6 +54,9 @@ struct State {
     /// new client is told the current value when it joins, the others at the next announcement.
     announced: usize,
     announcements: u64,
+    /// A client joined since the last announcement. It was told the count then, but if another
+    /// left meanwhile the total may equal `announced` while it was told one more.
+    joined: bool,
     /// How many heartbeats have been due; a client that has had fewer gets one.
     heartbeats: u64,
     last_sent: Instant,
@@ -80,6 +83,13 @@ struct Client {
     /// The lab's `end_after`: the position at which this stream is finished. `None` for an
     /// ordinary stream, which runs until one side closes it.
     finish_at: Option<u64>,
+    /// What it asked for, its `end_after`, and how much of `out` is its handshake: enough to
+    /// start it again if the log moves past its start before its first byte goes out.
+    asked: Resume,
+    end_after: Option<u64>,
+    head_len: usize,
+    /// Nothing has been written to it yet.
+    fresh: bool,
     /// Since when this client has had bytes waiting and taken none.
     stuck_since: Option<Instant>,
 }
@@ -106,6 +116,7 @@ impl ClientList {
                 sizes: vec![0; writers],
                 announced: 0,
                 announcements: 0,
+                joined: false,
                 heartbeats: 0,
                 last_sent: Instant::now(),
                 #[cfg(test)]
@@ -144,32 +155,32 @@ impl ClientList {
         if count > self.max_clients {
             return Err(stream);
         }
-        let start = state.log.start(resume);
-        let mut out = handshake;
-        out.extend(start.gap.as_deref().unwrap_or_default().as_bytes());
-        // The current count, which includes this client.
-        out.extend(event::frame(None, Some("clients"), &count.to_string()).into_bytes());
-        let gap = u64::from(start.gap.is_some());
-        let client = Client {
+        let mut client = Client {
             stream,
             peer,
-            out,
-            position: start.position,
+            head_len: handshake.len(),
+            out: handshake,
+            position: 0,
             offset: 0,
             count,
             announcements: state.announcements,
             heartbeats: state.heartbeats,
-            finish_at: end_after.map(|n| start.position + n.saturating_sub(gap)),
+            finish_at: None,
+            asked: resume,
+            end_after,
+            fresh: true,
             stuck_since: None,
         };
+        let note = client.start(&state.log);
         // The share with the fewest clients.
         let writer = (0..state.sizes.len())
             .min_by_key(|w| state.sizes[*w])
             .unwrap_or_default();
         state.sizes[writer] += 1;
         state.shares[writer].push(client);
+        state.joined = true;
         self.wake_writers(state);
-        eprintln!("{peer} connected ({}); {count} connected", start.note);
+        eprintln!("{peer} connected ({note}); {count} connected");
         Ok(())
     }
 
@@ -186,15 +197,16 @@ impl ClientList {
         id
     }
 
-    /// Has the writers tell every client the client count, if it changed since the last time
-    /// (a new client is told the count when it joins).
+    /// Has the writers tell every client the client count, if it changed or a client joined
+    /// since the last time. A client that already holds that value is not told it again.
     pub fn announce_count(&self) {
         let mut state = self.lock();
         let count = state.sizes.iter().sum();
-        if state.announced == count {
+        if state.announced == count && !state.joined {
             return;
         }
         state.announced = count;
+        state.joined = false;
         state.announcements += 1;
         state.last_sent = Instant::now();
         self.wake_writers(state);
@@ -330,6 +342,18 @@ impl ClientList {
             let state = self.lock();
             view.refresh(&state, self.changes.load(Ordering::Acquire));
         }
+        if client.position < view.first && client.fresh {
+            // The log moved on between its join and this first visit (events were appended and
+            // old ones trimmed). Nothing has gone out: start it again from the log as it is now.
+            let state = self.lock();
+            let note = client.start(&state.log);
+            view.refresh(&state, self.changes.load(Ordering::Acquire));
+            drop(state);
+            eprintln!(
+                "{}: the log moved on before its first write ({note})",
+                client.peer
+            );
+        }
         if client.position < view.first {
             let behind = view.end() - client.position;
             return Visit::Leave(format!(
@@ -382,8 +406,13 @@ impl ClientList {
             Err(e) => return Visit::Leave(format!("write failed: {e}")),
         };
         client.advance(written, view.frames.range(from..to));
+        client.fresh &= written == 0;
         if written == pending {
             client.stuck_since = None;
+            // A lab stream that just got its last event ends now, not at the next wake-up.
+            if client.finish_at.is_some_and(|end| client.position >= end) {
+                return Visit::Leave(String::from(ENDED));
+            }
             // A count or heartbeat that came due while this client was inside a frame waited for
             // the frame's end. It is out now: go round once more (this time between two frames),
             // or what waited would wait for the next wake-up.
@@ -423,11 +452,11 @@ impl ClientList {
     }
 }
 
-/// A writer's own copy of what its clients are owed: the log's frames from position `first` on,
-/// the announced count and the heartbeats. It is brought up to date under the lock only when
-/// something changed, so a pass over 5,000 clients takes the lock a few times instead of 5,000,
-/// and the writers do not fight over the frames' reference counts client after client. The frames
-/// are shared (`Arc`): the copy holds no bytes of its own.
+/// A writer's copy, for one pass, of what its clients are owed: the log's frames from position
+/// `first` on, the announced count and the heartbeats. It is brought up to date under the lock
+/// only when something changed, so a pass over 5,000 clients takes the lock a few times instead of
+/// 5,000, and the writers do not fight over the frames' reference counts client after client. The
+/// frames are shared (`Arc`): the copy holds no bytes of its own.
 struct View {
     /// The change count this copy is up to date with.
     changes: u64,
@@ -470,6 +499,25 @@ impl View {
 }
 
 impl Client {
+    /// Places the client in the log, as it asked (§9.2.4), behind its handshake: its position,
+    /// the `gap` notice if events it asked for are gone, the current count, and where its lab
+    /// stream ends. Returns a note for the server log.
+    fn start(&mut self, log: &EventLog) -> String {
+        let start = log.start(self.asked);
+        self.out.truncate(self.head_len);
+        self.out
+            .extend(start.gap.as_deref().unwrap_or_default().as_bytes());
+        // The count it is told, which includes it.
+        self.out
+            .extend(event::frame(None, Some("clients"), &self.count.to_string()).into_bytes());
+        self.position = start.position;
+        let gap = u64::from(start.gap.is_some());
+        self.finish_at = self
+            .end_after
+            .map(|n| start.position + n.saturating_sub(gap));
+        start.note
+    }
+
     /// Moves past the `n` bytes the kernel took: first from `out`, then from the frames, whose
     /// first one starts at `offset`. A frame cut short stays the next one, with a larger offset.
     fn advance<'a>(&mut self, n: usize, frames: impl Iterator<Item = &'a Frame>) {
@@ -537,6 +585,19 @@ mod tests {
             all.extend_from_slice(&buf[..n]);
         }
         String::from_utf8(all).expect("UTF-8")
+    }
+
+    /// Reads until the text ends with `tail`, failing the test after 5 s.
+    fn read_until(end: &mut TcpStream, tail: &str) -> String {
+        end.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        while !got.ends_with(tail.as_bytes()) {
+            let mut byte = [0];
+            end.read_exact(&mut byte).expect("more to read within 5 s");
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).expect("UTF-8")
     }
 
     fn data_of(text: &str) -> Vec<&str> {
@@ -740,10 +801,10 @@ mod tests {
         list.append(None, "c");
         let mut end = join(&list, Resume::After(a), "", Some(1));
         list.append(None, "live");
+        // One pass: it gets its last event and ends, without waiting for another wake-up.
         list.pass(0);
-        list.pass(0);
-        assert_eq!(data_of(&read_available(&mut end)), ["1", "b"]);
         assert!(list.is_empty(), "ended, not live");
+        assert_eq!(data_of(&read_available(&mut end)), ["1", "b"]);
     }
 
     #[test]
@@ -767,11 +828,66 @@ mod tests {
         list.append(None, "a");
         let mut end = join(&list, Resume::Unreadable, "", Some(1));
         list.pass(0);
-        list.pass(0);
+        assert!(list.is_empty());
         let got = read_available(&mut end);
         assert!(got.starts_with("event: gap\n"), "{got}");
         assert!(!got.contains("data: a\n"), "{got}");
-        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn a_client_the_log_moves_past_before_its_first_write_starts_again() {
+        let list = list();
+        for i in 0..LOG_EVENTS {
+            list.append(None, &i.to_string());
+        }
+        // It asks for everything kept (an id not ours), then, before the writer gets to it, one
+        // more event pushes the oldest out of the log.
+        let mut end = join(&list, Resume::Unreadable, "head\n", None);
+        list.append(None, "one more");
+        list.pass(0);
+        assert_eq!(
+            list.len(),
+            1,
+            "not dropped as too slow: it has had nothing yet"
+        );
+        let got = read_available(&mut end);
+        // The gap names the oldest event kept now, and the replay starts there.
+        let data = data_of(&got);
+        assert!(got.starts_with("head\nevent: gap\n"), "{}", &got[..200]);
+        assert_eq!(
+            data[1..3],
+            ["1", "1"],
+            "the count, then the oldest kept event"
+        );
+        assert_eq!(data.last(), Some(&"one more"));
+        assert_eq!(data.len(), 2 + LOG_EVENTS);
+    }
+
+    #[test]
+    fn a_client_that_joins_as_another_leaves_still_hears_the_count() {
+        let list = list();
+        let first = join(&list, Resume::New, "", None);
+        list.announce_count();
+        list.pass(0);
+        // A second client joins and is told 2; then the first leaves. The total is back to the
+        // 1 last announced, but the second client holds 2.
+        let mut second = join(&list, Resume::New, "", None);
+        list.pass(0);
+        drop(first);
+        for i in 0..100 {
+            list.append(None, &i.to_string());
+            list.pass(0);
+            if list.len() == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(list.len(), 1);
+        list.announce_count();
+        list.pass(0);
+        let got = read_available(&mut second);
+        assert!(got.starts_with("event: clients\ndata: 2\n\n"), "{got}");
+        assert!(got.ends_with("event: clients\ndata: 1\n\n"), "{got}");
     }
 
     #[test]
@@ -830,22 +946,26 @@ mod tests {
         }
         list.append(None, "after the bug");
         for (i, end) in ends.iter_mut().enumerate() {
-            let got = read_available(end);
             if i % 2 == 0 {
-                assert_eq!(got, "", "client {i}: its socket closed with the share");
+                // Its socket closed with the share: the end of the stream, within 5 s.
+                end.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let read = end.read(&mut [0; 64]);
+                assert!(
+                    matches!(&read, Ok(0))
+                        || matches!(&read, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+                    "client {i}: {read:?}"
+                );
             } else {
                 // The count it was told when it joined, then the event.
-                let count = (i + 1).to_string();
-                assert_eq!(
-                    data_of(&got),
-                    [count.as_str(), "after the bug"],
-                    "client {i}"
-                );
+                let expected = format!("event: clients\ndata: {}\n\n", i + 1);
+                let got = read_until(end, "data: after the bug\n\n");
+                assert!(got.starts_with(&expected), "client {i}: {got}");
             }
         }
         assert_eq!(list.len(), 2);
         // Writer 0 lives on: a client that joins now is its, and is served.
         let mut late = join(&list, Resume::New, "", None);
-        assert_eq!(read_available(&mut late), "event: clients\ndata: 3\n\n");
+        assert_eq!(read_until(&mut late, "\n\n"), "event: clients\ndata: 3\n\n");
     }
 }

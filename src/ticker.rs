@@ -1,10 +1,10 @@
 //! The ticker: the thread that feeds the event log on a clock.
 //!
 //! Every tick it appends an event of the default type (so `onmessage` fires, §9.2.6 "event")
-//! with the server time as JSON: `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`. Between ticks it announces the client count when it changed or a
-//! client joined, and sends a comment as heartbeat when nothing else was written for a while
-//! (§9.2.7 "Authoring notes": a comment line every 15 seconds or so keeps proxies from dropping
-//! an idle connection).
+//! with the server time as JSON: `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`.
+//! Between ticks it has the client count announced when it changed or a client joined, and a
+//! comment sent as heartbeat when nothing else was sent for a while (§9.2.7 "Authoring notes": a
+//! comment line every 15 seconds or so keeps proxies from dropping an idle connection).
 
 use crate::broadcast::ClientList;
 use std::thread;
@@ -19,8 +19,7 @@ const COUNT_EVERY: Duration = Duration::from_millis(100);
 pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration) -> ! {
     let mut next_tick = Instant::now() + tick;
     loop {
-        // The count first: a client that just joined hears how many are connected before the next
-        // tick, so a stream opens the same way every time (the README's sample shows it).
+        // A client that joined was told the count in its handshake; the others hear it here.
         clients.announce_count();
         let now = Instant::now();
         if now >= next_tick {

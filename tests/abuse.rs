@@ -21,9 +21,9 @@ fn a_client_that_stops_reading_delays_no_one_and_is_dropped() {
     let mut stalled = EventStream::open(addr, "");
     reader.wait_for_count(2);
 
-    // Publish 60 KiB events until the stalled client's socket buffers are full and the server
-    // drops it: the reader sees the count fall to 1. Bounded: 400 events are 24 MB, more than
-    // loopback buffers hold.
+    // Publish 60 KiB events until the stalled client, its socket buffers full, falls more than the
+    // log's 8 MiB behind and the server drops it: the reader sees the count fall to 1. Bounded:
+    // 400 events are 24 MB, more than the log and the loopback buffers hold together.
     let big = "x".repeat(60 * 1024);
     let mut sent = Vec::new();
     let mut dropped = false;
