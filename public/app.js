@@ -119,4 +119,6 @@ $("publish").addEventListener("submit", async (event) => {
 });
 
 $("log-cap").textContent = LOG_CAP;
+// The page's own address, whatever port the server was given.
+$("curl-hint").textContent = `curl -N ${location.host}/events`;
 open();

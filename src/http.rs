@@ -272,6 +272,18 @@ pub fn digits(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
+/// The value of the first `name=value` pair of a query string, percent-decoded with `+` as a
+/// space, the way a browser encodes a form. Text that does not decode comes back as written, for
+/// the caller to find wanting.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let spaced = raw.replace('+', " ");
+    let decoded = percent_decode(&spaced).and_then(|bytes| String::from_utf8(bytes).ok());
+    Some(decoded.unwrap_or(spaced))
+}
+
 /// Decodes `%XX` escapes (RFC 3986 §2.1). `None` for a `%` not followed by two hex digits.
 pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
@@ -593,6 +605,21 @@ mod tests {
         ] {
             assert_eq!(digits(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn query_values() {
+        assert_eq!(
+            query_value("a=1&after=5-0", "after").as_deref(),
+            Some("5-0")
+        );
+        assert_eq!(
+            query_value("after=a%2Db+c", "after").as_deref(),
+            Some("a-b c")
+        );
+        assert_eq!(query_value("after=%zz", "after").as_deref(), Some("%zz"));
+        assert_eq!(query_value("afterwards=1&after", "after"), None);
+        assert_eq!(query_value("", "after"), None);
     }
 
     #[test]

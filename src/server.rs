@@ -6,7 +6,7 @@
 use crate::broadcast::ClientList;
 use crate::config::Config;
 use crate::event_log::Resume;
-use crate::http::{self, HttpError, Request, Response};
+use crate::http::{self, HttpError, Request, Response, query_value};
 use crate::lab::{self, Lab};
 use crate::{event, static_files, ticker};
 use std::io::{self, Write};
@@ -181,11 +181,14 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // Step 2: the first frame sets the browser's reconnection delay (§9.2.6 "retry").
     handshake += &event::retry(lab.retry.unwrap_or(app.config.retry).as_millis());
 
-    // Step 3: a reconnecting browser sends the id of the last event it saw (§9.2.4). A value we
-    // cannot read is never refused (any answer but 200 would stop the browser for good): see
-    // `Resume`.
+    // Step 3: a reconnecting browser sends the id of the last event it saw (§9.2.4). A page that
+    // kept an id itself (across a reload, when the browser has none to send) passes it as
+    // `?after=ID`; the header, when there is one, is the browser's own and newer, so it wins. A
+    // value we cannot read is never refused (any answer but 200 would stop the browser for
+    // good): see `Resume`.
     let last_event_id = request.header("last-event-id");
-    let resume = Resume::from_header(last_event_id);
+    let after = query_value(request.query(), "after");
+    let resume = Resume::from_header(last_event_id.or(after.as_deref()));
     // A lab stream says first what it received, so a page can show what its browser sent.
     if lab.is_on() {
         handshake += &event::frame(None, Some("lab"), &lab::echo(last_event_id));

@@ -628,6 +628,36 @@ fn an_id_that_is_not_ours_gets_a_gap_and_everything_kept() {
 }
 
 #[test]
+fn after_in_the_query_resumes_when_the_browser_sends_no_header() {
+    let addr = start(quiet());
+    let mut witness = EventStream::open(addr, "");
+    for text in ["one", "two", "three"] {
+        publish(addr, text);
+    }
+    let ids: Vec<String> = (0..3)
+        .map(|_| witness.next_of("publish").last_event_id)
+        .collect();
+    // A page that kept the first id (in localStorage, say) after a reload.
+    let mut stream = EventStream::open_at(addr, &format!("/events?after={}", ids[0]), "");
+    assert_eq!(stream.next().event_type, "clients");
+    assert_eq!(stream.next().data, "two");
+    assert_eq!(stream.next().data, "three");
+    // The header wins: the browser's own id is newer than the one the page kept.
+    let header = format!("Last-Event-ID: {}\r\n", ids[1]);
+    let mut stream = EventStream::open_at(addr, &format!("/events?after={}", ids[0]), &header);
+    assert_eq!(stream.next().event_type, "clients");
+    assert_eq!(stream.next().data, "three");
+    // A value that is not an id of ours gets the gap and everything kept, as in the header.
+    let mut stream = EventStream::open_at(addr, "/events?after=%zz", "");
+    let gap = stream.next();
+    assert_eq!(gap.event_type, "gap");
+    assert_eq!(
+        gap.data,
+        format!(r#"{{"last_event_id":null,"resume_from":"{}"}}"#, ids[0])
+    );
+}
+
+#[test]
 fn an_empty_last_event_id_is_a_new_stream() {
     let addr = start(quiet());
     publish(addr, "before");
