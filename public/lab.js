@@ -97,7 +97,9 @@ function watch(name, url, on = {}) {
   });
   for (const type of TYPES) {
     source.addEventListener(type, (event) => {
-      row(name, "message", event, state());
+      // The DOM event fired is named after the event's type (§9.2.6): `clients` reaches only a
+      // listener for "clients", never `onmessage`, which hears only the type `message`.
+      row(name, event.type, event, state());
       on.event?.(event, source);
     });
   }
