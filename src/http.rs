@@ -272,16 +272,19 @@ pub fn digits(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// The value of the first `name=value` pair of a query string, percent-decoded with `+` as a
-/// space, the way a browser encodes a form. Text that does not decode comes back as written, for
-/// the caller to find wanting.
+/// The value of the first `name=value` pair of a query string, decoded as [`query_decode`] does.
+/// Text that does not decode comes back as written, for the caller to find wanting.
 pub fn query_value(query: &str, name: &str) -> Option<String> {
     let raw = query
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
-    let spaced = raw.replace('+', " ");
-    let decoded = percent_decode(&spaced).and_then(|bytes| String::from_utf8(bytes).ok());
-    Some(decoded.unwrap_or(spaced))
+    Some(query_decode(raw).unwrap_or_else(|| raw.to_string()))
+}
+
+/// One value of a query string as UTF-8 text: `+` is a space and `%XX` escapes are decoded, the
+/// way a browser encodes a form. `None` for a bad escape or bytes that are not UTF-8.
+pub fn query_decode(raw: &str) -> Option<String> {
+    percent_decode(&raw.replace('+', " ")).and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
 /// Decodes `%XX` escapes (RFC 3986 §2.1). `None` for a `%` not followed by two hex digits.

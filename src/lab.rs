@@ -13,7 +13,7 @@
 //! | `retry=MS` | starts the stream with `retry: MS` (0 to 600000) |
 //! | `run=LABEL` | counts the request under `LABEL`; `GET /lab/seen?run=LABEL` tells how many came |
 
-use crate::http::{HttpError, Response, digits, percent_decode};
+use crate::http::{HttpError, Response, digits, query_decode};
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -46,11 +46,9 @@ impl Lab {
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
             let value = || {
-                percent_decode(&raw.replace('+', " "))
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or(HttpError::BadRequest(
-                        "bad percent-encoding in the query string",
-                    ))
+                query_decode(raw).ok_or(HttpError::BadRequest(
+                    "bad percent-encoding in the query string",
+                ))
             };
             match name {
                 "status" => set(&mut lab.status, status(&value()?))?,
