@@ -360,7 +360,7 @@ impl ClientList {
                 "too slow: {behind} events behind, and the log no longer holds its next one"
             ));
         }
-        let finished = client.finish_at.is_some_and(|end| client.position >= end);
+        let finished = client.finished();
         if finished && client.out.is_empty() {
             return Visit::Leave(String::from(ENDED));
         }
@@ -369,9 +369,7 @@ impl ClientList {
             if client.announcements != view.announcements {
                 client.announcements = view.announcements;
                 if client.count != view.announced {
-                    client.count = view.announced;
-                    let count = event::frame(None, Some("clients"), &client.count.to_string());
-                    client.out.extend(count.into_bytes());
+                    client.tell_count(view.announced);
                 }
             }
             if client.heartbeats != view.heartbeats {
@@ -410,7 +408,7 @@ impl ClientList {
         if written == pending {
             client.stuck_since = None;
             // A lab stream that just got its last event ends now, not at the next wake-up.
-            if client.finish_at.is_some_and(|end| client.position >= end) {
+            if client.finished() {
                 return Visit::Leave(String::from(ENDED));
             }
             // A count or heartbeat that came due while this client was inside a frame waited for
@@ -508,14 +506,25 @@ impl Client {
         self.out
             .extend(start.gap.as_deref().unwrap_or_default().as_bytes());
         // The count it is told, which includes it.
-        self.out
-            .extend(event::frame(None, Some("clients"), &self.count.to_string()).into_bytes());
+        self.tell_count(self.count);
         self.position = start.position;
         let gap = u64::from(start.gap.is_some());
         self.finish_at = self
             .end_after
             .map(|n| start.position + n.saturating_sub(gap));
         start.note
+    }
+
+    /// Queues `event: clients` with `count`, and remembers that this client was told it.
+    fn tell_count(&mut self, count: usize) {
+        self.count = count;
+        self.out
+            .extend(event::frame(None, Some("clients"), &count.to_string()).into_bytes());
+    }
+
+    /// A lab stream that has reached its `end_after` position.
+    fn finished(&self) -> bool {
+        self.finish_at.is_some_and(|end| self.position >= end)
     }
 
     /// Moves past the `n` bytes the kernel took: first from `out`, then from the frames, whose

@@ -218,14 +218,9 @@ impl EventLog {
             note += "gap, ";
             self.first
         });
-        let replay: Vec<&EventId> = self
-            .entries
-            .iter()
-            .skip((position - self.first) as usize)
-            .map(|(id, _)| id)
-            .collect();
-        note += &match (replay.first(), replay.last()) {
-            (Some(first), Some(last)) => format!("replaying {first}..{last}"),
+        let replay = self.entries.range((position - self.first) as usize..);
+        note += &match (replay.clone().next(), replay.last()) {
+            (Some((first, _)), Some((last, _))) => format!("replaying {first}..{last}"),
             _ => String::from("nothing to replay"),
         };
         Start {
