@@ -60,6 +60,15 @@ struct State {
     /// How many heartbeats have been due; a client that has had fewer gets one.
     heartbeats: u64,
     last_sent: Instant,
+    /// Redis mode: the latest tick, and how many there have been. With several servers on one
+    /// shared log, each ticking into it would double the ticks; so a tick is state here, like the
+    /// count: no id, not in the log, and a client that missed some gets only the latest.
+    tick: Frame,
+    ticks: u64,
+    /// Redis mode: how many times the shared log lost its history, and the `gap` notice every
+    /// client gets before the events that came after.
+    gap: Frame,
+    restarts: u64,
     /// Test builds only: the writer that panics in its next pass, to show what a bug costs.
     #[cfg(test)]
     panic_in: Option<usize>,
@@ -80,6 +89,12 @@ struct Client {
     count: usize,
     announcements: u64,
     heartbeats: u64,
+    /// The ticks and log restarts it has had (Redis mode).
+    ticks: u64,
+    restarts: u64,
+    /// Redis mode: it was sent the shared log up to this id before it joined; any event up to it
+    /// that reaches our copy of the log later is skipped (see [`Resume::Through`]).
+    skip_through: Option<EventId>,
     /// The lab's `end_after`: the position at which this stream is finished. `None` for an
     /// ordinary stream, which runs until one side closes it.
     finish_at: Option<u64>,
@@ -119,6 +134,10 @@ impl ClientList {
                 joined: false,
                 heartbeats: 0,
                 last_sent: Instant::now(),
+                tick: Frame::from(&[][..]),
+                ticks: 0,
+                gap: Frame::from(&[][..]),
+                restarts: 0,
                 #[cfg(test)]
                 panic_in: None,
             }),
@@ -165,6 +184,9 @@ impl ClientList {
             count,
             announcements: state.announcements,
             heartbeats: state.heartbeats,
+            ticks: state.ticks,
+            restarts: state.restarts,
+            skip_through: None,
             finish_at: None,
             asked: resume,
             end_after,
@@ -195,6 +217,38 @@ impl ClientList {
         state.last_sent = Instant::now();
         self.wake_writers(state);
         id
+    }
+
+    /// Keeps an event whose id was given by the shared log (Redis mode), and wakes the writers.
+    /// `false` if the id is not after the newest one here: it was already kept.
+    pub fn append_with_id(&self, id: EventId, event_type: Option<&str>, data: &str) -> bool {
+        let mut state = self.lock();
+        if !state.log.append_with_id(id, event_type, data) {
+            return false;
+        }
+        state.last_sent = Instant::now();
+        self.wake_writers(state);
+        true
+    }
+
+    /// Redis mode: has the writers send every client this tick, without an id and outside the log.
+    pub fn tick(&self, data: &str) {
+        let mut state = self.lock();
+        state.tick = Frame::from(event::frame(None, None, data).into_bytes());
+        state.ticks += 1;
+        state.last_sent = Instant::now();
+        self.wake_writers(state);
+    }
+
+    /// Redis mode: the shared log lost its history (Redis restarted without persistence). Our
+    /// copy forgets every event, and every client gets the `gap` notice, then the new events.
+    pub fn restart_log(&self, gap: String) {
+        let mut state = self.lock();
+        state.log.restart();
+        state.gap = Frame::from(gap.into_bytes());
+        state.restarts += 1;
+        state.last_sent = Instant::now();
+        self.wake_writers(state);
     }
 
     /// Has the writers tell every client the client count, if it changed or a client joined
@@ -342,6 +396,25 @@ impl ClientList {
             let state = self.lock();
             view.refresh(&state, self.changes.load(Ordering::Acquire));
         }
+        // Redis mode: the shared log lost its history. Between two frames, the `gap` notice; the
+        // events it had not been sent yet are gone.
+        if client.restarts != view.restarts && client.offset == 0 {
+            client.restarts = view.restarts;
+            client.skip_through = None;
+            client.out.extend_from_slice(&view.gap);
+            client.position = client.position.max(view.first);
+        }
+        // Redis mode: events it already had from the replay may reach our copy of the log after
+        // it joined. Skip them, until our copy has caught up with the replay's last id.
+        if let Some(through) = client.skip_through
+            && client.offset == 0
+        {
+            let state = self.lock();
+            client.position = client.position.max(state.log.position_after(through));
+            if state.log.last() >= Some(through) {
+                client.skip_through = None;
+            }
+        }
         if client.position < view.first && client.fresh {
             // The log moved on between its join and this first visit (events were appended and
             // old ones trimmed). Nothing has gone out: start it again from the log as it is now.
@@ -371,6 +444,10 @@ impl ClientList {
                 if client.count != view.announced {
                     client.tell_count(view.announced);
                 }
+            }
+            if client.ticks != view.ticks {
+                client.ticks = view.ticks;
+                client.out.extend_from_slice(&view.tick);
             }
             if client.heartbeats != view.heartbeats {
                 client.heartbeats = view.heartbeats;
@@ -463,6 +540,10 @@ struct View {
     announced: usize,
     announcements: u64,
     heartbeats: u64,
+    tick: Frame,
+    ticks: u64,
+    gap: Frame,
+    restarts: u64,
 }
 
 impl View {
@@ -475,6 +556,10 @@ impl View {
             announced: 0,
             announcements: 0,
             heartbeats: 0,
+            tick: Frame::from(&[][..]),
+            ticks: 0,
+            gap: Frame::from(&[][..]),
+            restarts: 0,
         }
     }
 
@@ -492,6 +577,10 @@ impl View {
         self.announced = state.announced;
         self.announcements = state.announcements;
         self.heartbeats = state.heartbeats;
+        self.tick = state.tick.clone();
+        self.ticks = state.ticks;
+        self.gap = state.gap.clone();
+        self.restarts = state.restarts;
         self.changes = changes;
     }
 }
@@ -508,6 +597,9 @@ impl Client {
         // The count it is told, which includes it.
         self.tell_count(self.count);
         self.position = start.position;
+        if let Resume::Through(id) = self.asked {
+            self.skip_through = Some(id);
+        }
         let gap = u64::from(start.gap.is_some());
         self.finish_at = self
             .end_after

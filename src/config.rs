@@ -1,7 +1,8 @@
 //! Configuration: the defaults, and reading them from the environment.
 //!
 //! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000), `HEARTBEAT_MS` (15000), `RETRY_MS` (3000),
-//! `MAX_CLIENTS` (10000) and `PUBLIC_DIR` (this crate's `public/`). Tests build a [`Config`]
+//! `MAX_CLIENTS` (10000) and `PUBLIC_DIR` (this crate's `public/`); `REDIS_URL` (none) shares the
+//! event log with other servers through Redis. Tests build a [`Config`]
 //! directly, with short periods, so they never wait through real seconds.
 
 use std::env::VarError;
@@ -31,6 +32,8 @@ pub struct Config {
     pub writers: usize,
     /// The folder served at `/`.
     pub public_dir: PathBuf,
+    /// `host:port` of the Redis whose stream is the shared event log; `None`: the log is local.
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             // Found wherever `cargo run` is started from; `PUBLIC_DIR` points elsewhere, for a
             // binary moved away from its source tree.
             public_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/public")),
+            redis: None,
         }
     }
 }
@@ -91,9 +95,14 @@ impl Config {
                 ));
             }
         };
+        let redis = match get("REDIS_URL")? {
+            Some(url) => Some(crate::redis_log::parse_url(&url)?),
+            None => None,
+        };
         Ok(Config {
             addr,
             public_dir,
+            redis,
             tick: Duration::from_millis(number("TICK_MS", 1000, 1, 86_400_000)?),
             heartbeat: Duration::from_millis(number("HEARTBEAT_MS", 15_000, 1, 86_400_000)?),
             retry: Duration::from_millis(number("RETRY_MS", 3000, 0, 600_000)?),
@@ -195,6 +204,18 @@ mod tests {
         assert!(
             from(&[("PUBLIC_DIR", &file)]).is_err(),
             "a file is not a folder"
+        );
+    }
+
+    #[test]
+    fn redis_url_is_read_as_host_and_port() {
+        assert_eq!(from(&[]).unwrap().redis, None);
+        let config = from(&[("REDIS_URL", "redis://127.0.0.1:6380")]).unwrap();
+        assert_eq!(config.redis.as_deref(), Some("127.0.0.1:6380"));
+        assert!(
+            from(&[("REDIS_URL", "127.0.0.1:6380")])
+                .unwrap_err()
+                .starts_with("REDIS_URL=")
         );
     }
 

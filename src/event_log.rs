@@ -79,6 +79,10 @@ pub enum Resume {
     /// browser for good, and starting afresh would lose events silently; so the client gets a
     /// `gap` notice, then every event still kept.
     Unreadable,
+    /// Redis mode only: the caller has already sent this client every event of the shared log up
+    /// to and including this id (see [`crate::redis_log`]). It starts at the first event after it,
+    /// even one that reaches this log later, so nothing is sent twice.
+    Through(EventId),
 }
 
 impl Resume {
@@ -134,6 +138,16 @@ impl EventLog {
     /// [`LOG_EVENTS`] or [`LOG_BYTES`]. Returns the id.
     pub fn append(&mut self, now_ms: u64, event_type: Option<&str>, data: &str) -> EventId {
         let id = EventId::next(self.last, now_ms);
+        self.append_with_id(id, event_type, data);
+        id
+    }
+
+    /// Keeps an event under an id given elsewhere (Redis's, when this log mirrors the shared
+    /// one). Ids must increase: one not after the newest is refused (`false`) and not kept.
+    pub fn append_with_id(&mut self, id: EventId, event_type: Option<&str>, data: &str) -> bool {
+        if self.last.is_some_and(|last| id <= last) {
+            return false;
+        }
         self.last = Some(id);
         let frame = Frame::from(event::frame(Some(&id.to_string()), event_type, data).into_bytes());
         self.bytes += frame.len();
@@ -146,7 +160,29 @@ impl EventLog {
             self.first += 1;
             self.trimmed = Some(id);
         }
-        id
+        true
+    }
+
+    /// The newest id kept or trimmed.
+    pub fn last(&self) -> Option<EventId> {
+        self.last
+    }
+
+    /// The position of the first kept event with an id after `id`; the end if there is none.
+    pub fn position_after(&self, id: EventId) -> u64 {
+        let before = self.entries.iter().take_while(|(e, _)| *e <= id).count();
+        self.first + before as u64
+    }
+
+    /// Forgets every event, for a shared log that lost its history (Redis restarted without
+    /// persistence): ids may start lower again. Positions go on counting, so no client's position
+    /// points into the events that come next.
+    pub fn restart(&mut self) {
+        self.first = self.end();
+        self.entries.clear();
+        self.bytes = 0;
+        self.last = None;
+        self.trimmed = None;
     }
 
     /// The position of the oldest kept event: a client whose position is lower has fallen off.
@@ -191,6 +227,13 @@ impl EventLog {
             }
             Resume::After(id) => Some(id),
             Resume::Unreadable => None,
+            Resume::Through(id) => {
+                return Start {
+                    position: self.position_after(id),
+                    gap: None,
+                    note: format!("replayed from Redis through {id}"),
+                };
+            }
         };
         let shown = asked.map_or(String::from("not an id of ours"), |id| id.to_string());
         let mut note = format!("Last-Event-ID {shown} -> ");
@@ -204,17 +247,8 @@ impl EventLog {
         });
         let mut gap = None;
         let position = found.unwrap_or_else(|| {
-            let quote =
-                |id: Option<EventId>| id.map_or(String::from("null"), |id| format!("\"{id}\""));
             let oldest = self.entries.front().map(|(id, _)| *id);
-            // No `id:` line: this notice is for one client, and an id here would move its last
-            // event ID past the events still to be replayed.
-            let data = format!(
-                "{{\"last_event_id\":{},\"resume_from\":{}}}",
-                quote(asked),
-                quote(oldest)
-            );
-            gap = Some(event::frame(None, Some("gap"), &data));
+            gap = Some(gap_notice(asked, oldest));
             note += "gap, ";
             self.first
         });
@@ -229,6 +263,20 @@ impl EventLog {
             note,
         }
     }
+}
+
+/// The `gap` notice: the id a client asked to resume after (`null` if it was not an id of ours)
+/// and the oldest event still kept, from which it resumes (`null` if none is kept).
+pub fn gap_notice(asked: Option<EventId>, oldest: Option<EventId>) -> String {
+    let quote = |id: Option<EventId>| id.map_or(String::from("null"), |id| format!("\"{id}\""));
+    // No `id:` line: this notice is for one client, and an id here would move its last event ID
+    // past the events still to be replayed.
+    let data = format!(
+        "{{\"last_event_id\":{},\"resume_from\":{}}}",
+        quote(asked),
+        quote(oldest)
+    );
+    event::frame(None, Some("gap"), &data)
 }
 
 #[cfg(test)]
@@ -433,6 +481,34 @@ mod tests {
             start.gap.as_deref(),
             Some("event: gap\ndata: {\"last_event_id\":\"5-0\",\"resume_from\":null}\n\n")
         );
+    }
+
+    #[test]
+    fn an_id_given_elsewhere_is_kept_only_if_it_is_newer() {
+        let mut log = EventLog::new();
+        assert!(log.append_with_id(id(7, 1), Some("publish"), "a"));
+        assert!(!log.append_with_id(id(7, 1), None, "again"), "not twice");
+        assert!(!log.append_with_id(id(7, 0), None, "older"));
+        assert_eq!(texts(&log, 0), ["id: 7-1\nevent: publish\ndata: a\n\n"]);
+    }
+
+    #[test]
+    fn through_an_id_starts_after_it_with_no_gap() {
+        let log = log_of(3, 1000);
+        let start = log.start(Resume::Through(id(1000, 0)));
+        assert_eq!((start.position, start.gap), (1, None));
+        // An id this log does not have yet (it lags the shared log): after everything kept.
+        assert_eq!(log.start(Resume::Through(id(5000, 0))).position, 3);
+        assert_eq!(log.start(Resume::Through(id(1, 0))).position, 0);
+    }
+
+    #[test]
+    fn a_restart_forgets_the_events_and_takes_lower_ids() {
+        let mut log = log_of(3, 1000);
+        log.restart();
+        assert_eq!((log.first(), log.end(), log.last()), (3, 3, None));
+        assert!(log.append_with_id(id(5, 0), None, "new"));
+        assert_eq!(texts(&log, 3), ["id: 5-0\ndata: new\n\n"]);
     }
 
     #[test]

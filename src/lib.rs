@@ -9,6 +9,8 @@
 //! - [`broadcast`]: the `Mutex`-guarded client list, each client a position in the log, and the
 //!   writer threads that bring every client up to the end of it.
 //! - [`ticker`]: the thread that feeds the log: the time, the client count, heartbeats.
+//! - [`redis_log`]: with `REDIS_URL`, one Redis stream as the log of several servers; [`resp`]:
+//!   the client of the Redis protocol it speaks.
 //! - [`lab`]: query-string switches that make `/events` misbehave on purpose, for experiments.
 //! - Plain HTTP, to skim: [`http`] (reading and parsing a request head, writing a response, the
 //!   error-to-status table) and [`static_files`] (the page and its assets from `public/`).
@@ -23,6 +25,8 @@ pub mod event;
 pub mod event_log;
 pub mod http;
 pub mod lab;
+pub mod redis_log;
+pub mod resp;
 pub mod server;
 pub mod static_files;
 pub mod ticker;

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::event_log::Resume;
 use crate::http::{self, HttpError, Request, Response, query_value};
 use crate::lab::{self, Lab};
+use crate::redis_log::RedisLog;
 use crate::{event, static_files, ticker};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,6 +25,8 @@ struct App {
     clients: ClientList,
     /// The lab's request counts, by `run` label.
     runs: lab::Runs,
+    /// With `REDIS_URL`: the shared log (`redis_log.rs`); `None`: the log is this process's own.
+    redis: Option<RedisLog>,
 }
 
 /// Serves on `listener` forever: starts the ticker, then accepts connections.
@@ -31,8 +34,18 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
     let app = Arc::new(App {
         clients: ClientList::new(config.max_clients, config.writers, config.write_timeout),
         runs: lab::Runs::default(),
+        redis: config.redis.clone().map(RedisLog::new),
         config,
     });
+    // With Redis, one thread follows the shared stream into our copy of the log.
+    if app.redis.is_some() {
+        let app = Arc::clone(&app);
+        thread::spawn(move || {
+            if let Some(redis) = &app.redis {
+                redis.run_reader(&app.clients)
+            }
+        });
+    }
     // The writers: one thread per share of the stream clients, each bringing its clients up to
     // the end of the event log whenever something is appended.
     for writer in 0..app.config.writers.max(1) {
@@ -47,6 +60,7 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
             &ticker_app.clients,
             ticker_app.config.tick,
             ticker_app.config.heartbeat,
+            ticker_app.redis.is_some(),
         )
     });
 
@@ -188,10 +202,35 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // good): see `Resume`.
     let last_event_id = request.header("last-event-id");
     let after = query_value(request.query(), "after");
-    let resume = Resume::from_header(last_event_id.or(after.as_deref()));
+    let mut resume = Resume::from_header(last_event_id.or(after.as_deref()));
     // A lab stream says first what it received, so a page can show what its browser sent.
     if lab.is_on() {
         handshake += &event::frame(None, Some("lab"), &lab::echo(last_event_id));
+    }
+
+    // Step 3b, with Redis only (redis_log.rs): the replay comes from the shared stream, which
+    // holds what other servers published too; then the client joins our copy of the log after
+    // the last id it was sent. Redis unreachable: a `200`, the `retry:`, and the end of the
+    // stream, so the browser tries again later; a `503` would fail it for good (§9.2.3).
+    if let Some(redis) = &app.redis {
+        match redis.replay(resume) {
+            Ok(replay) => {
+                handshake += &replay.frames;
+                resume = replay.resume;
+                if !replay.note.is_empty() {
+                    eprintln!("{peer} {summary}: {}", replay.note);
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "{peer} {summary} -> 200, retry: and the end: Redis at {} is unreachable \
+                     ({e}); the browser tries again after its retry time",
+                    redis.addr()
+                );
+                let _ = stream.write_all(handshake.as_bytes());
+                return;
+            }
+        }
     }
 
     // Step 4: join the client list, at the place in the event log that id asks for. From here on
@@ -269,7 +308,24 @@ fn publish(
     let body = http::read_body(stream, already_read, len as usize, deadline)
         .map_err(|_| HttpError::BadRequest("body shorter than Content-Length, or too slow"))?;
     let text = String::from_utf8(body).map_err(|_| HttpError::BadRequest("body is not UTF-8"))?;
-    let id = app.clients.append(Some("publish"), &text);
+    let id = match &app.redis {
+        None => app.clients.append(Some("publish"), &text),
+        // With Redis, the event exists once the shared stream has it, and only then: never
+        // "deliver locally" when Redis is down, as that id would be in no shared log.
+        Some(redis) => match redis.publish("publish", &text) {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("publish failed: Redis at {} ({e}); 503", redis.addr());
+                let mut busy = Response::new(
+                    503,
+                    "text/plain; charset=utf-8",
+                    b"Redis, the shared event log, is unreachable; try again\n".to_vec(),
+                );
+                busy.headers.push(("Retry-After", String::from("1")));
+                return Ok(busy);
+            }
+        },
+    };
     eprintln!(
         "published {} bytes as event {id}, on its way to {} connected",
         text.len(),

@@ -15,15 +15,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// client hears the count at once, in its handshake: see `broadcast`.)
 const COUNT_EVERY: Duration = Duration::from_millis(100);
 
-/// Runs forever: ticks every `tick`, heartbeats after `heartbeat` of silence.
-pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration) -> ! {
+/// Runs forever: ticks every `tick`, heartbeats after `heartbeat` of silence. With a `shared` log
+/// (Redis), the ticks stay out of it: every server ticks for its own clients, without an `id:`,
+/// so two servers do not put two ticks a second into the one log.
+pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration, shared: bool) -> ! {
     let mut next_tick = Instant::now() + tick;
     loop {
         // A client that joined was told the count in its handshake; the others hear it here.
         clients.announce_count();
         let now = Instant::now();
         if now >= next_tick {
-            clients.append(None, &tick_data(SystemTime::now()));
+            if shared {
+                clients.tick(&tick_data(SystemTime::now()));
+            } else {
+                clients.append(None, &tick_data(SystemTime::now()));
+            }
             // Keep to the schedule; after a long stall (a suspended laptop) skip the missed ticks.
             next_tick = (next_tick + tick).max(now);
         }

@@ -1,0 +1,251 @@
+//! A client of the Redis protocol, RESP2: just enough to send a command and read its reply.
+//!
+//! A command goes out as an array of bulk strings: `*3\r\n$4\r\nXADD\r\n$...`. A reply is one
+//! value, told apart by its first byte: `+` simple string, `-` error, `:` integer, `$` bulk string
+//! (`$-1` is null), `*` array of values (`*-1` is null). Every line ends in `\r\n`.
+//! See <https://redis.io/docs/latest/develop/reference/protocol-spec/>. RESP3, pipelining, AUTH
+//! and TLS are left out: the server speaks to one Redis on a trusted network.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// One reply from Redis.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    Simple(String),
+    /// `-ERR ...`: Redis understood the command and refused it.
+    Error(String),
+    Integer(i64),
+    Bulk(Vec<u8>),
+    Array(Vec<Reply>),
+    /// `$-1` or `*-1`: no value (`XREAD` that timed out, for example).
+    Nil,
+}
+
+/// The longest bulk string we accept (Redis's own limit is 512 MB; our events are 64 KiB at most).
+const MAX_BULK: usize = 1 << 20;
+/// The most elements in one array: `XREAD COUNT 1000` gives 1,000 entries of 2 elements each.
+const MAX_ARRAY: usize = 100_000;
+/// How deep arrays may nest: an `XREAD` reply is 5 deep (streams, stream, entries, entry, fields).
+const MAX_DEPTH: usize = 8;
+
+/// Reads the reply at the start of `buf`. `Ok(None)`: not all there yet, read more. `Ok(Some)`:
+/// the reply and how many bytes it took. `Err`: not RESP2, and the connection should be closed.
+pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    parse_at(buf, 0)
+}
+
+fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("arrays nested more than {MAX_DEPTH} deep"));
+    }
+    // The first line: a type byte, then text up to `\r\n`.
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = std::str::from_utf8(&buf[1..end]).map_err(|_| "a reply line is not UTF-8")?;
+    let mut used = end + 2;
+    let number = || -> Result<i64, String> {
+        line.parse()
+            .map_err(|_| format!("expected a number, got {line:?}"))
+    };
+    let reply = match buf[0] {
+        b'+' => Reply::Simple(line.to_string()),
+        b'-' => Reply::Error(line.to_string()),
+        b':' => Reply::Integer(number()?),
+        b'$' | b'*' if number()? == -1 => Reply::Nil,
+        b'$' => {
+            let len = usize::try_from(number()?)
+                .ok()
+                .filter(|len| *len <= MAX_BULK)
+                .ok_or_else(|| format!("bulk length {line} out of range"))?;
+            if buf.len() < used + len + 2 {
+                return Ok(None);
+            }
+            if &buf[used + len..used + len + 2] != b"\r\n" {
+                return Err(String::from("a bulk string does not end in \\r\\n"));
+            }
+            let bytes = buf[used..used + len].to_vec();
+            used += len + 2;
+            Reply::Bulk(bytes)
+        }
+        b'*' => {
+            let len = usize::try_from(number()?)
+                .ok()
+                .filter(|len| *len <= MAX_ARRAY)
+                .ok_or_else(|| format!("array length {line} out of range"))?;
+            let mut items = Vec::with_capacity(len.min(1024));
+            for _ in 0..len {
+                let Some((item, n)) = parse_at(&buf[used..], depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                used += n;
+            }
+            Reply::Array(items)
+        }
+        other => return Err(format!("unknown reply type {:?}", other as char)),
+    };
+    Ok(Some((reply, used)))
+}
+
+/// The bytes of a command: an array of bulk strings.
+pub fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend(format!("${}\r\n", arg.len()).into_bytes());
+        out.extend(arg.as_bytes());
+        out.extend(b"\r\n");
+    }
+    out
+}
+
+/// One connection to Redis, used by one thread at a time: send a command, wait for its reply.
+pub struct Connection {
+    stream: TcpStream,
+    /// Bytes read but not yet parsed: a reply can arrive in pieces, or with the next one.
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`). `timeout` bounds the connect and every read and write:
+    /// a Redis that stops answering becomes an error, never a thread stuck for good.
+    pub fn open(addr: &str, timeout: Duration) -> io::Result<Connection> {
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        );
+        for ip in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&ip, timeout) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(timeout))?;
+                    stream.set_write_timeout(Some(timeout))?;
+                    stream.set_nodelay(true)?;
+                    let buf = Vec::new();
+                    return Ok(Connection { stream, buf });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends one command and reads its reply. A Redis error (`-ERR ...`) is an `Err` too, with
+    /// Redis's text: the callers here have no use for a refused command.
+    pub fn command(&mut self, args: &[&str]) -> io::Result<Reply> {
+        self.stream.write_all(&encode(args))?;
+        let mut chunk = [0; 16 * 1024];
+        loop {
+            let parsed =
+                parse(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            if let Some((reply, used)) = parsed? {
+                self.buf.drain(..used);
+                return match reply {
+                    Reply::Error(text) => Err(io::Error::other(format!("Redis: {text}"))),
+                    reply => Ok(reply),
+                };
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "Redis closed the connection",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Changes the read timeout: `XREAD ... BLOCK 5000` needs longer than 5 s for its answer.
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(text: &str) -> Reply {
+        let (reply, used) = parse(text.as_bytes()).unwrap().unwrap();
+        assert_eq!(used, text.len(), "all of {text:?} used");
+        reply
+    }
+
+    fn bulk(text: &str) -> Reply {
+        Reply::Bulk(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_command_is_an_array_of_bulk_strings() {
+        assert_eq!(encode(&["GET", "key"]), b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
+        assert_eq!(
+            encode(&["SET", "k", "é"]),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n"
+        );
+    }
+
+    #[test]
+    fn simple_strings_errors_and_integers() {
+        assert_eq!(whole("+PONG\r\n"), Reply::Simple("PONG".into()));
+        assert_eq!(whole("-ERR no\r\n"), Reply::Error("ERR no".into()));
+        assert_eq!(whole(":-42\r\n"), Reply::Integer(-42));
+    }
+
+    #[test]
+    fn bulk_strings_may_hold_crlf_and_be_empty() {
+        assert_eq!(whole("$4\r\na\r\nb\r\n"), bulk("a\r\nb"));
+        assert_eq!(whole("$0\r\n\r\n"), bulk(""));
+    }
+
+    #[test]
+    fn null_bulk_and_null_array() {
+        assert_eq!(whole("$-1\r\n"), Reply::Nil);
+        assert_eq!(whole("*-1\r\n"), Reply::Nil);
+    }
+
+    #[test]
+    fn nested_arrays() {
+        // The shape of an XREAD reply: [[stream, [[id, [field, value]]]]].
+        let text = "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let entry = Reply::Array(vec![bulk("1-0"), Reply::Array(vec![bulk("k"), bulk("v")])]);
+        let stream = Reply::Array(vec![bulk("s"), Reply::Array(vec![entry])]);
+        assert_eq!(whole(text), Reply::Array(vec![stream]));
+        assert_eq!(whole("*0\r\n"), Reply::Array(vec![]));
+    }
+
+    #[test]
+    fn a_reply_split_anywhere_asks_for_more() {
+        let text = "*2\r\n$5\r\nhello\r\n:7\r\n";
+        for cut in 0..text.len() {
+            assert_eq!(parse(&text.as_bytes()[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert!(parse(text.as_bytes()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_reply_followed_by_the_next_one_uses_only_its_bytes() {
+        let (reply, used) = parse(b":1\r\n:2\r\n").unwrap().unwrap();
+        assert_eq!((reply, used), (Reply::Integer(1), 4));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        for bad in [
+            "?x\r\n",
+            ":12a\r\n",
+            "$-2\r\n",
+            "$abc\r\n",
+            "$2\r\nabcd\r\n",
+            "*-5\r\n",
+            "$99999999999\r\n",
+            "*9999999\r\n",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(parse(b"+\xff\r\n").is_err(), "not UTF-8");
+        let deep = "*1\r\n".repeat(MAX_DEPTH + 2) + ":1\r\n";
+        assert!(parse(deep.as_bytes()).is_err(), "too deep");
+    }
+}
