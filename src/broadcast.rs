@@ -1025,6 +1025,55 @@ mod tests {
     }
 
     #[test]
+    fn a_client_replayed_through_an_id_gets_nothing_up_to_it_twice() {
+        let list = list();
+        let id = |ms, seq| EventId { ms, seq };
+        // The replay (from Redis) went up to 5-1; our copy of the log holds only 5-0 yet.
+        list.append_with_id(id(5, 0), None, "a");
+        let mut end = join(&list, Resume::Through(id(5, 1)), "", None);
+        list.pass(0);
+        // Then 5-1, which it already had, and 6-0, which it had not, reach our copy.
+        list.append_with_id(id(5, 1), None, "b");
+        list.pass(0);
+        list.append_with_id(id(6, 0), None, "c");
+        list.pass(0);
+        assert_eq!(data_of(&read_available(&mut end)), ["1", "c"]);
+    }
+
+    #[test]
+    fn a_restarted_log_sends_the_gap_then_the_new_events() {
+        let list = list();
+        let mut end = join(&list, Resume::New, "", None);
+        list.append_with_id(EventId { ms: 9, seq: 0 }, None, "old");
+        list.pass(0);
+        read_available(&mut end);
+        list.restart_log(String::from("event: gap\ndata: x\n\n"));
+        // Lower ids are taken again, after the restart.
+        assert!(list.append_with_id(EventId { ms: 1, seq: 0 }, None, "new"));
+        list.pass(0);
+        assert_eq!(
+            read_available(&mut end),
+            "event: gap\ndata: x\n\nid: 1-0\ndata: new\n\n"
+        );
+    }
+
+    #[test]
+    fn a_tick_outside_the_log_has_no_id_and_only_the_latest_goes_out() {
+        let list = list();
+        let mut end = join(&list, Resume::New, "", None);
+        list.pass(0);
+        read_available(&mut end);
+        list.tick("t1");
+        list.tick("t2");
+        list.pass(0);
+        assert_eq!(read_available(&mut end), "data: t2\n\n");
+        // Not in the log: a resume replays no tick.
+        let mut late = join(&list, Resume::Unreadable, "", None);
+        list.pass(0);
+        assert!(!read_available(&mut late).contains("t2"));
+    }
+
+    #[test]
     fn clients_over_the_cap_are_refused() {
         let list = ClientList::new(1, 1, Duration::from_secs(10));
         let _one = join(&list, Resume::New, "", None);

@@ -2,6 +2,8 @@
 //! and decode its stream the way a browser does, with `sse_server::client::Parser`.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod redis;
+
 use sse_server::Config;
 pub use sse_server::client::{Event, Parser};
 use std::io::{Read, Write};
