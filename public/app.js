@@ -59,9 +59,14 @@ function logEvent(event) {
   while ($("log").children.length > LOG_CAP) $("log").lastElementChild.remove();
 }
 
+// `?after=ID` in the page's own address (the failover button puts it there): the first stream
+// resumes after that id, as `Last-Event-ID` would. A reopened stream starts fresh, as before.
+let after = new URLSearchParams(location.search).get("after");
+
 function open() {
   let opened = false;
-  source = new EventSource("/events");
+  source = new EventSource(after ? `/events?after=${encodeURIComponent(after)}` : "/events");
+  after = null;
   showState();
 
   source.addEventListener("open", () => {
@@ -116,6 +121,17 @@ $("publish").addEventListener("submit", async (event) => {
   } catch (error) {
     result.textContent = `not sent: ${error.message}`;
   }
+});
+
+// Several servers on one shared log: which one this is, and a way to move to another one,
+// carrying the last event ID seen (8081 and 8082 are the cluster example's default ports).
+$("instance").textContent = location.host;
+$("failover-port").value = { 8081: "8082", 8082: "8081" }[location.port] ?? "";
+$("failover").addEventListener("click", () => {
+  const next = new URL(location.href);
+  next.port = $("failover-port").value;
+  next.search = previousId ? `?after=${encodeURIComponent(previousId)}` : "";
+  location.assign(next);
 });
 
 $("log-cap").textContent = LOG_CAP;
