@@ -5,7 +5,14 @@
 //! cargo run --release --example loadgen -- --clients 10000 --rate 100 --events 500
 //! cargo run --release --example loadgen -- --clients 1000 --events 50 --tick-ms 1000
 //! cargo run --release --example loadgen -- --clients 500 --addr 127.0.0.1:3000 --pid 12345
+//! cargo run --release --example loadgen -- --clients 10000 --rate 5 --events 50 \
+//!     --addr 127.0.0.1:8081,127.0.0.1:8082 --pid 1111,2222
 //! ```
+//!
+//! `--addr` may name several servers (on one shared log: README, "Past one process"): the stream
+//! clients are spread over them in turn, and every publish goes to the first. `--pid` then lists
+//! their pids in the same order: the CPU figure is the sum over all of them, the memory figures
+//! are the first server's.
 //!
 //! Without `--addr` it starts the server itself: this same program run again with `--serve`, so
 //! the server is a process of its own whose memory, threads and CPU time can be read from
@@ -31,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: loadgen [--clients N] [--events K] [--rate PER_SECOND | --interval-ms MS] [--tick-ms MS] [--readers R] [--addr HOST:PORT [--pid PID]]";
+const USAGE: &str = "usage: loadgen [--clients N] [--events K] [--rate PER_SECOND | --interval-ms MS] [--tick-ms MS] [--readers R] [--addr HOST:PORT[,HOST:PORT...] [--pid PID[,PID...]]]";
 
 /// The most publishes an open loop has waiting for their answer at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -50,8 +57,9 @@ struct Options {
     rate: Option<u64>,
     tick_ms: u64,
     readers: usize,
-    addr: Option<SocketAddr>,
-    pid: Option<u32>,
+    /// The servers to load, if given: streams go to each in turn, publishes to the first.
+    addrs: Vec<SocketAddr>,
+    pids: Vec<u32>,
 }
 
 fn main() -> ExitCode {
@@ -84,8 +92,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         tick_ms: 1000,
         // One per core, each reading a contiguous share of the clients in connect order.
         readers: thread::available_parallelism().map_or(1, |n| n.get()),
-        addr: None,
-        pid: None,
+        addrs: Vec::new(),
+        pids: Vec::new(),
     };
     let mut interval_given = false;
     let mut args = args.iter();
@@ -115,17 +123,23 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--tick-ms" => options.tick_ms = number()?.max(1),
             "--readers" => options.readers = number()?.clamp(1, 64) as usize,
             "--addr" => {
-                options.addr = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("--addr {value}: not HOST:PORT"))?,
-                )
+                options.addrs = value
+                    .split(',')
+                    .map(|addr| addr.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("--addr {value}: not HOST:PORT[,HOST:PORT...]"))?
             }
-            "--pid" => options.pid = Some(number()? as u32),
+            "--pid" => {
+                options.pids = value
+                    .split(',')
+                    .map(|pid| pid.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("--pid {value}: not PID[,PID...]"))?
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    if options.addr.is_some_and(|addr| !addr.ip().is_loopback()) {
+    if options.addrs.iter().any(|addr| !addr.ip().is_loopback()) {
         return Err(String::from(
             "--addr must be a loopback address: this tool sends load only to this machine",
         ));
@@ -175,8 +189,13 @@ fn serve(args: &[String]) -> ExitCode {
 /// The server this run measures; killed when the run ends.
 struct Server {
     child: Option<Child>,
+    /// Where publishes go, and the first place streams go.
     addr: SocketAddr,
+    /// Every server the streams are spread over, `addr` first.
+    addrs: Vec<SocketAddr>,
+    /// The first server's pid, for memory and threads; and all of them, for CPU time.
     pid: Option<u32>,
+    pids: Vec<u32>,
 }
 
 impl Drop for Server {
@@ -189,11 +208,13 @@ impl Drop for Server {
 }
 
 fn start_server(options: &Options) -> Result<Server, String> {
-    if let Some(addr) = options.addr {
+    if let Some(addr) = options.addrs.first() {
         return Ok(Server {
             child: None,
-            addr,
-            pid: options.pid,
+            addr: *addr,
+            addrs: options.addrs.clone(),
+            pid: options.pids.first().copied(),
+            pids: options.pids.clone(),
         });
     }
     let log = std::env::temp_dir().join("loadgen-server.log");
@@ -228,7 +249,9 @@ fn start_server(options: &Options) -> Result<Server, String> {
     Ok(Server {
         child: Some(child),
         addr,
+        addrs: vec![addr],
         pid: Some(pid),
+        pids: vec![pid],
     })
 }
 
@@ -317,7 +340,7 @@ fn run(options: &Options) -> Result<(), String> {
     let mut failed = 0;
     let mut pending = Vec::new();
     for i in 0..options.clients {
-        match open_stream(server.addr) {
+        match open_stream(server.addrs[i % server.addrs.len()]) {
             Ok(stream) => pending.push(stream),
             Err(_) => failed += 1,
         }
@@ -355,7 +378,7 @@ fn run(options: &Options) -> Result<(), String> {
     // every `bench` event it reads. `published` counts the events sent so far.
     let clock = Instant::now();
     let steal_before = cpu_times();
-    let server_cpu_before = server_cpu_ticks(server.pid);
+    let server_cpu_before = servers_cpu_ticks(&server.pids);
     let received: Vec<AtomicUsize> = (0..options.events).map(|_| AtomicUsize::new(0)).collect();
     let published = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -385,7 +408,7 @@ fn run(options: &Options) -> Result<(), String> {
                 Ok(publishes)
             }
         };
-        let server_cpu_after = server_cpu_ticks(server.pid);
+        let server_cpu_after = servers_cpu_ticks(&server.pids);
         stop.store(true, Ordering::Relaxed);
         let mut totals = ReadTotals::default();
         for reader in readers {
@@ -981,6 +1004,14 @@ fn cpu_times() -> Option<(u64, u64)> {
         .collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
     Some((*ticks.get(7)?, ticks.iter().take(8).sum()))
+}
+
+/// The servers' CPU time so far, summed: `None` if any is unknown (or no pid is known).
+fn servers_cpu_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| server_cpu_ticks(Some(*pid))).sum()
 }
 
 /// The server's CPU time so far, utime + stime in ticks (10 ms each), from `/proc/<pid>/stat`.
