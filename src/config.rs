@@ -56,8 +56,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads `PORT`, `HOST`, `TICK_MS`, `HEARTBEAT_MS`, `RETRY_MS`, `MAX_CLIENTS` and `PUBLIC_DIR`
-    /// through `var` (`std::env::var` in `main`). The error is one line that names the variable.
+    /// Reads `PORT`, `HOST`, `TICK_MS`, `HEARTBEAT_MS`, `RETRY_MS`, `MAX_CLIENTS`, `PUBLIC_DIR`
+    /// and `REDIS_URL` through `var` (`std::env::var` in `main`). The error is one line that names the variable.
     pub fn from_env(var: impl Fn(&str) -> Result<String, VarError>) -> Result<Config, String> {
         let get = |name: &str| match var(name) {
             Ok(value) => Ok(Some(value)),

@@ -135,7 +135,6 @@ impl Connection {
     /// Redis's text: the callers here have no use for a refused command.
     pub fn command(&mut self, args: &[&str]) -> io::Result<Reply> {
         self.stream.write_all(&encode(args))?;
-        let mut chunk = [0; 16 * 1024];
         loop {
             let parsed =
                 parse(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
@@ -146,14 +145,21 @@ impl Connection {
                     reply => Ok(reply),
                 };
             }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
+            // Not all there yet: read more onto the end. `parse` starts again from the first byte
+            // each time, so each read offers room for at least as much as is already here: a
+            // large reply (a replay of 100 events of 64 KiB) needs few reads, each parse-again
+            // cheap next to the bytes read. The room is on the heap: connection threads run on
+            // small stacks.
+            let have = self.buf.len();
+            self.buf.resize(have + have.max(16 * 1024), 0);
+            let read = self.stream.read(&mut self.buf[have..]);
+            self.buf.truncate(have + *read.as_ref().unwrap_or(&0));
+            if read? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "Redis closed the connection",
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 

@@ -283,3 +283,27 @@ fn reconnecting_while_events_flow_delivers_each_once_in_order() {
     let expected: Vec<String> = (0..N).map(|i| format!("e{i}")).collect();
     assert_eq!(data, expected);
 }
+
+#[test]
+fn a_replay_of_the_largest_events_arrives_whole() {
+    let Some(redis) = Redis::start("a_replay_of_the_largest_events_arrives_whole") else {
+        return;
+    };
+    let a = server(&redis);
+    let big = |i: usize| format!("{i:03}").repeat(sse_server::server::MAX_PUBLISH as usize / 3);
+    let mut on_a = open_live(a, "");
+    for i in 0..101 {
+        publish_ok(a, &big(i));
+    }
+    let first = on_a.next_of("publish").last_event_id;
+    // 100 events of 64 KiB in one XRANGE reply: 6.4 MB, read in pieces.
+    let started = Instant::now();
+    let mut resumed = EventStream::open(a, &format!("Last-Event-ID: {first}\r\n"));
+    for i in 1..101 {
+        let event = resumed.next_of("publish");
+        assert!(event.data == big(i), "event {i} is not whole");
+    }
+    assert!(!resumed.body_text().contains("event: gap"));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "the replay took {took:?}");
+}
