@@ -236,6 +236,42 @@ mod tests {
         assert_eq!((reply, used), (Reply::Integer(1), 4));
     }
 
+    /// A one-shot server on loopback that reads one command, then writes `pieces` with a pause
+    /// between each; returns the address to connect to.
+    fn server_sending(pieces: &'static [&'static str]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let _ = socket.read(&mut [0; 1024]);
+            for piece in pieces {
+                socket.write_all(piece.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_reply_that_arrives_in_pieces_is_read_whole() {
+        let addr = server_sending(&["*2\r\n$5\r\nhel", "lo\r\n:", "7\r\n"]);
+        let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
+        let reply = redis.command(&["ECHO", "hello"]).unwrap();
+        assert_eq!(reply, Reply::Array(vec![bulk("hello"), Reply::Integer(7)]));
+    }
+
+    #[test]
+    fn a_redis_error_and_a_closed_connection_are_errors() {
+        let addr = server_sending(&["-ERR unknown command\r\n"]);
+        let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
+        let error = redis.command(&["NOPE"]).unwrap_err();
+        assert_eq!(error.to_string(), "Redis: ERR unknown command");
+        let addr = server_sending(&["$5\r\nhel"]);
+        let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
+        let error = redis.command(&["GET", "k"]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
     #[test]
     fn malformed_input_is_an_error() {
         for bad in [
