@@ -261,6 +261,14 @@ mod tests {
     }
 
     #[test]
+    fn bytes_of_the_next_reply_wait_for_the_next_command() {
+        let addr = server_sending(&[":1\r\n:2\r\n"]);
+        let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
+        assert_eq!(redis.command(&["INCR", "k"]).unwrap(), Reply::Integer(1));
+        assert_eq!(redis.command(&["INCR", "k"]).unwrap(), Reply::Integer(2));
+    }
+
+    #[test]
     fn a_redis_error_and_a_closed_connection_are_errors() {
         let addr = server_sending(&["-ERR unknown command\r\n"]);
         let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
