@@ -216,6 +216,9 @@ impl EventLog {
     /// - anything else (an id trimmed too long ago, one from an earlier run of the server, one
     ///   from the future, or not an id at all): at the oldest kept event, after an `event: gap`
     ///   that says so. Nothing is lost silently.
+    ///
+    /// In Redis mode the replay comes from the shared stream instead, and the client starts here
+    /// after the last id it was sent ([`Resume::Through`]).
     pub fn start(&self, resume: Resume) -> Start {
         let asked = match resume {
             Resume::New => {
