@@ -13,8 +13,9 @@
 //! | `retry=MS` | starts the stream with `retry: MS` (0 to 600000) |
 //! | `run=LABEL` | counts the request under `LABEL`; `GET /lab/seen?run=LABEL` tells how many came |
 
-use crate::http::{HttpError, Response, digits, query_decode};
+use crate::http::{HttpError, Request, Response, digits, query_decode};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -195,11 +196,45 @@ pub fn status_response(status: u16) -> Response {
     }
     let body = format!("{status} (lab): {}\n", verdict(status));
     let mut response = Response::new(status, "text/plain; charset=utf-8", body.into_bytes());
-    // A script or proxy might honour it; an EventSource does not, and the lab shows that.
-    if status == 503 || status == 429 {
-        response.headers.push(("Retry-After", String::from("1")));
+    // RFC 9110 requires a header with four of these statuses (§15.5.2, §15.5.6, §15.5.8,
+    // §15.5.22). Each says what a real server that answered so would: a stream behind a login
+    // (401, or 407 from a proxy), one that takes only POST (some SSE libraries stream over POST,
+    // which `EventSource` cannot send), one that speaks only WebSocket (426). A script or proxy
+    // might honour `Retry-After`; an `EventSource` does not, and the lab shows that.
+    let required = match status {
+        401 => Some(("WWW-Authenticate", "Bearer realm=\"lab\"")),
+        405 => Some(("Allow", "POST")),
+        407 => Some(("Proxy-Authenticate", "Bearer realm=\"lab\"")),
+        426 => Some(("Upgrade", "websocket")),
+        429 | 503 => Some(("Retry-After", "1")),
+        _ => None,
+    };
+    if let Some((name, value)) = required {
+        response.headers.push((name, value.to_string()));
     }
     response
+}
+
+/// Step 0 of `server::stream_events`: reads the switches of one `GET /events`, counts it under its
+/// `run` label, and logs what a lab stream will do. `Err` is the answer to send instead of a
+/// stream: a switch with a bad value (`400`), or the status `status=N` asks for.
+pub fn prepare(
+    request: &Request,
+    runs: &Runs,
+    peer: SocketAddr,
+) -> Result<Lab, Result<Response, HttpError>> {
+    let lab = Lab::parse(request.query()).map_err(Err)?;
+    if let Some(run) = &lab.run {
+        runs.saw(run);
+    }
+    if let Some(status) = lab.status {
+        return Err(Ok(status_response(status)));
+    }
+    if lab.is_on() {
+        let (method, target) = (&request.method, &request.target);
+        eprintln!("{peer} {method} {target} -> 200 {}", lab.describe());
+    }
+    Ok(lab)
 }
 
 /// How many `GET /events` requests arrived under each `run` label, for the last 100 labels.

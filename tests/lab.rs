@@ -6,7 +6,7 @@ use common::{EventStream, agent, id_of, name_ids, publish, quiet, raw_text, star
 /// The head of every stream, with this `Content-Type`.
 fn stream_head(content_type: &str) -> String {
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\nDate: <date>\r\nConnection: close\r\n\r\n"
     )
 }
 
@@ -25,7 +25,7 @@ fn status_204_is_a_bare_204() {
     let addr = start(quiet());
     assert_eq!(
         get(addr, "/events?status=204"),
-        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 204 No Content\r\nDate: <date>\r\nConnection: close\r\n\r\n"
     );
 }
 
@@ -36,7 +36,7 @@ fn status_503_says_what_a_browser_does_and_offers_retry_after() {
     assert_eq!(
         get(addr, "/events?status=503"),
         format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: {}\r\nDate: <date>\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     );
@@ -59,6 +59,29 @@ fn status_takes_any_client_or_server_error() {
         );
         assert!(
             !response.contains("\r\nRetry-After:"),
+            "{status}: {response}"
+        );
+    }
+}
+
+#[test]
+fn statuses_that_need_a_header_get_it() {
+    // RFC 9110 §15.5.2, §15.5.6, §15.5.8, §15.5.22: these four are incomplete without it.
+    let addr = start(quiet());
+    for (status, header) in [
+        (401, "WWW-Authenticate: Bearer realm=\"lab\""),
+        (405, "Allow: POST"),
+        (407, "Proxy-Authenticate: Bearer realm=\"lab\""),
+        (426, "Upgrade: websocket"),
+        (429, "Retry-After: 1"),
+    ] {
+        let response = get(addr, &format!("/events?status={status}"));
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{response}"
+        );
+        assert!(
+            response.contains(&format!("\r\n{header}\r\n")),
             "{status}: {response}"
         );
     }
@@ -351,5 +374,5 @@ fn lab_seen_counts_requests_by_run_label() {
         post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
         "{post}"
     );
-    assert!(post.contains("\r\nAllow: GET\r\n"), "{post}");
+    assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
 }
