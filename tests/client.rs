@@ -16,16 +16,21 @@ use std::time::{Duration, Instant};
 const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
 const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
 
+/// Ends an answer of [`small_server`] that keeps its connection open after it, until the client
+/// closes it (or [`common::READ_TIMEOUT`] passes).
+const HOLD: &str = "\0hold";
+
 /// One request as a small server saw it: its head, when it arrived, and when the answer to it
-/// was finished and its connection closed.
+/// was finished and its connection closed (for a [`HOLD`] answer: when the client closed it).
 struct Seen {
     head: String,
     arrived: Instant,
     closed: Instant,
 }
 
-/// A server that answers its first connections with `answers`, one each, closing after each,
-/// then stops listening. Each request it read comes back on the channel.
+/// A server that answers its first connections with `answers`, one each, closing after each
+/// (unless the answer ends in [`HOLD`]), then stops listening. Each request it read comes back on
+/// the channel.
 fn small_server(answers: Vec<String>) -> (SocketAddr, Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -44,7 +49,17 @@ fn small_server(answers: Vec<String>) -> (SocketAddr, Receiver<Seen>) {
             while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
+            let (answer, hold) = match answer.strip_suffix(HOLD) {
+                Some(answer) => (answer, true),
+                None => (answer.as_str(), false),
+            };
             let _ = stream.write_all(answer.as_bytes());
+            if hold {
+                // Until the client closes: a read of 0 bytes, or an error such as the timeout.
+                let mut buf = [0; 1024];
+                let deadline = Instant::now() + common::READ_TIMEOUT;
+                while Instant::now() < deadline && stream.read(&mut buf).unwrap_or(0) > 0 {}
+            }
             // Taken before the close, so that a reconnect's wait measured from here is never
             // shorter than the wait the client really had.
             let closed = Instant::now();
@@ -317,6 +332,238 @@ fn a_redirect_to_https_fails() {
         ))
     );
 }
+
+#[test]
+fn a_relative_redirect_is_resolved_against_the_url_it_answers() {
+    let (addr, seen) = small_server(vec![
+        "HTTP/1.1 302 Found\r\nLocation: ../b/./s?page=2#top\r\n\r\n".to_string(),
+        "HTTP/1.1 302 Found\r\nLocation: ?page=3\r\n\r\n".to_string(),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/a/events?page=1"), never);
+    assert_eq!(
+        reports,
+        [
+            Report::Redirect(format!("http://{addr}/b/s?page=2")),
+            Report::Redirect(format!("http://{addr}/b/s?page=3")),
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    let targets: Vec<String> = (0..3)
+        .map(|_| {
+            let head = seen
+                .recv_timeout(common::READ_TIMEOUT)
+                .expect("a request")
+                .head;
+            head.split(' ').nth(1).unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(targets, ["/a/events?page=1", "/b/s?page=2", "/b/s?page=3"]);
+}
+
+#[test]
+fn interim_1xx_heads_are_skipped() {
+    // RFC 9110 §15.2: a 103 and a 100 before the real head; the 200 came in the same packet.
+    let (addr, _seen) = small_server(vec![format!(
+        "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n{STREAM_HEAD}data: after\n\n"
+    )]);
+    let (reports, _) = run_client(&format!("http://{addr}/"), |r| {
+        matches!(r, Report::Event(_))
+    });
+    assert_eq!(reports, [Report::Open, message("after", "")]);
+}
+
+#[test]
+fn a_101_fails_the_connection() {
+    let (addr, _seen) = small_server(vec![format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n{STREAM_HEAD}data: no\n\n"
+    )]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        (reports, end),
+        (
+            vec![],
+            End::Failed(String::from("status 101 Switching Protocols"))
+        )
+    );
+}
+
+#[test]
+fn a_transfer_encoding_not_ending_in_chunked_is_read_until_close() {
+    // Read as chunked, `data: a` would be a bad chunk size.
+    let (addr, _seen) = small_server(vec![
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: notchunked\r\nContent-Length: 3\r\n\r\ndata: a\n\ndata: b\n\n"
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        reports[..4],
+        [
+            Report::Open,
+            message("a", ""),
+            message("b", ""),
+            Report::Lost(String::from("the stream ended"))
+        ],
+        "Content-Length ignored too"
+    );
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
+fn a_content_length_body_ends_after_its_length() {
+    // The server keeps the connection open after the body and sends bytes beyond it: the stream
+    // must end at byte 18 without waiting for the close, and nothing after it is read.
+    let body = "data: a\n\ndata: b\n\n";
+    let (addr, _seen) = small_server(vec![
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}data: beyond\n\n{HOLD}",
+            body.len()
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let started = Instant::now();
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        reports[..4],
+        [
+            Report::Open,
+            message("a", ""),
+            message("b", ""),
+            Report::Lost(String::from("the stream ended"))
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    assert!(
+        started.elapsed() < common::READ_TIMEOUT,
+        "the client waited for the server to give up"
+    );
+}
+
+#[test]
+fn an_invalid_content_length_is_a_network_error() {
+    for length in ["+5", "5x", "5, 6"] {
+        let (addr, _seen) = small_server(vec![
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {length}\r\n\r\ndata: a\n\n"
+            ),
+            NO_CONTENT.to_string(),
+        ]);
+        let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+        source.reconnection_time = Duration::ZERO;
+        let (reports, end) = run_source(source, never);
+        assert_eq!(
+            reports,
+            [
+                Report::Lost(format!(
+                    "network error: an invalid Content-Length: \"{length}\""
+                )),
+                Report::Reconnecting {
+                    delay: Duration::from_millis(100),
+                    last_event_id: String::new()
+                }
+            ],
+            "no open: the response is discarded"
+        );
+        assert_eq!(end, End::Stopped);
+    }
+}
+
+#[test]
+fn a_status_code_must_be_three_digits() {
+    let (addr, _seen) = small_server(vec![
+        format!("HTTP/1.1 +20 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: a\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    source.reconnection_time = Duration::ZERO;
+    let (reports, end) = run_source(source, never);
+    assert_eq!(
+        reports[0],
+        Report::Lost(String::from(
+            "network error: not an HTTP/1.x status line: \"HTTP/1.1 +20 OK\""
+        ))
+    );
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
+fn a_line_over_the_limit_fails_the_connection() {
+    // One byte over 1 MiB, and no line end: the server then waits, and the client must not.
+    let line = format!("data: {}", "x".repeat(1024 * 1024 - 5));
+    let (addr, _seen) = small_server(vec![format!("{STREAM_HEAD}{line}{HOLD}")]);
+    let started = Instant::now();
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(reports, [Report::Open]);
+    assert_eq!(
+        end,
+        End::Failed(String::from("a line longer than 1048576 bytes"))
+    );
+    assert!(started.elapsed() < common::READ_TIMEOUT);
+}
+
+#[test]
+fn retry_0_still_waits_the_floor_of_100_ms() {
+    let (addr, seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 0\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        reports,
+        [
+            Report::Open,
+            Report::Retry(Duration::ZERO),
+            Report::Lost(String::from("the stream ended")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(100),
+                last_event_id: String::new()
+            },
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    let first = seen.recv_timeout(common::READ_TIMEOUT).expect("a request");
+    let second = seen
+        .recv_timeout(common::READ_TIMEOUT)
+        .expect("a reconnect");
+    let waited = second.arrived - first.closed;
+    assert!(
+        waited >= Duration::from_millis(100),
+        "reconnected after {waited:?}"
+    );
+}
+
+#[test]
+fn a_silent_connection_is_dropped_after_the_idle_timeout() {
+    let (addr, seen) = small_server(vec![
+        format!("{STREAM_HEAD}data: a\n\n{HOLD}"),
+        NO_CONTENT.to_string(),
+    ]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    source.idle_timeout = Some(Duration::from_millis(200));
+    source.reconnection_time = Duration::ZERO;
+    let (reports, end) = run_source(source, never);
+    assert_eq!(
+        reports[..3],
+        [
+            Report::Open,
+            message("a", ""),
+            Report::Lost(String::from(
+                "no bytes for 200 ms: the connection is taken as lost"
+            )),
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    let first = seen.recv_timeout(common::READ_TIMEOUT).expect("a request");
+    let held = first.closed - first.arrived;
+    assert!(
+        held >= Duration::from_millis(200) && held < common::READ_TIMEOUT,
+        "the client closed after {held:?}"
+    );
+}
+
+// ---- Against this project's server ----
 
 #[test]
 fn end_after_cycles_lose_and_repeat_nothing() {
