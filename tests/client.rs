@@ -675,9 +675,9 @@ fn listen_exits_0_on_204_and_after_max_events() {
     let stdout = text(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
-    // The count has no id of its own; the ticks do.
+    // The count comes before any id; each tick sets one.
     assert_eq!(lines[0], "clients: 1", "{stdout}");
-    assert!(lines[1].starts_with("message (id "), "{stdout}");
+    assert!(lines[1].starts_with("message (lastEventId "), "{stdout}");
     assert!(text(&output.stderr).contains("\nconnected\n"));
 }
 
@@ -716,6 +716,9 @@ fn listen_exits_2_on_bad_arguments_with_a_usage_line() {
         &["localhost:3000"],
         &["--last-event-id"],
         &["--last-event-id", "a\nb"],
+        &["--idle-timeout"],
+        &["--idle-timeout", "0"],
+        &["--idle-timeout", "1.5"],
         &["http://a/", "http://b/"],
     ] {
         let output = run_listen(args);
@@ -724,4 +727,100 @@ fn listen_exits_2_on_bad_arguments_with_a_usage_line() {
         assert!(stderr.starts_with("listen: "), "{args:?}: {stderr}");
         assert!(stderr.contains("\nusage: listen "), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn listen_shows_each_events_last_event_id_and_the_one_it_starts_with() {
+    // The first event carries no id: what it shows is the id `listen` was started with.
+    let (addr, _seen) = small_server(vec![format!(
+        "{STREAM_HEAD}event: gap\ndata: x\n\nid: 7\ndata: y\n\ndata: z\ndata: 2\n\n"
+    )]);
+    let url = format!("http://{addr}/");
+    let output = run_listen(&[&url, "--last-event-id", "abc", "--max-events", "3"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "gap (lastEventId abc): x\nmessage (lastEventId 7): y\nmessage (lastEventId 7): z\n"
+            .to_string()
+            + &" ".repeat("message (lastEventId 7): ".len())
+            + "2\n"
+    );
+    assert_eq!(
+        text(&output.stderr),
+        format!("connecting to {url} with Last-Event-ID abc\nconnected\n")
+    );
+}
+
+#[test]
+fn listen_timestamps_show_the_wait_before_a_reconnect() {
+    let (addr, _seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 300\n\ndata: a\ndata: b\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let output = run_listen(&[&format!("http://{addr}/"), "--timestamps"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // Each line: `[N ms] ` and the text it has without the flag; a data line after the first is
+    // indented past the stamp.
+    let stamped = |all: &str| -> Vec<(u128, String)> {
+        all.lines()
+            .filter(|line| !line.starts_with(' '))
+            .map(|line| {
+                let (ms, rest) = line
+                    .strip_prefix('[')
+                    .and_then(|line| line.split_once(" ms] "))
+                    .unwrap_or_else(|| panic!("no stamp: {line:?}"));
+                (ms.parse().expect("milliseconds"), rest.to_string())
+            })
+            .collect()
+    };
+    let stdout = text(&output.stdout);
+    let events = stamped(&stdout);
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert_eq!(events[0].1, "message: a");
+    let indent = stdout.find("message").expect("the label") + "message: ".len();
+    assert!(
+        stdout.ends_with(&format!("\n{}b\n", " ".repeat(indent))),
+        "{stdout}"
+    );
+    let stderr = stamped(&text(&output.stderr));
+    let said: Vec<&str> = stderr.iter().map(|(_, rest)| rest.as_str()).collect();
+    assert_eq!(
+        said,
+        [
+            format!("connecting to http://{addr}/").as_str(),
+            "connected",
+            "retry now 300 ms",
+            "the stream ended",
+            "reconnecting in 300 ms",
+            "stopped: 204 No Content, the server's way to say stop reconnecting"
+        ]
+    );
+    let times: Vec<u128> = stderr.iter().map(|(ms, _)| *ms).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[5] - times[4] >= 300, "{times:?}");
+}
+
+#[test]
+fn listen_idle_timeout_reconnects_a_silent_stream() {
+    let (addr, _seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 0\n\n{HOLD}"),
+        NO_CONTENT.to_string(),
+    ]);
+    let output = run_listen(&[&format!("http://{addr}/"), "--idle-timeout", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "\nno bytes for 1000 ms: the connection is taken as lost\nreconnecting in 100 ms\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn listen_help_prints_the_usage_and_exits_0() {
+    let output = run_listen(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).starts_with("usage: listen [URL] [--json] [--last-event-id ID] [--max-events N] [--idle-timeout SECS] [--timestamps]"));
+    assert!(output.stderr.is_empty());
 }
