@@ -3,8 +3,10 @@
 //! [`Parser`] turns the bytes of a stream into events as §9.2.5 "Parsing an event stream" and
 //! §9.2.6 "Interpreting an event stream" say, step by step, with no socket in sight; the tests read
 //! this server's streams with it. [`EventSource`] is the connection of §9.2.2-§9.2.3: the request,
-//! the checks on the response, the body, and reconnecting. Left out: `https://` (std has no TLS),
-//! cookies, CORS, and every method but `GET`.
+//! the checks on the response, the body, and reconnecting, with the HTTP a browser's network
+//! stack does around it: every address of a name, interim `1xx` heads, redirects resolved as
+//! RFC 3986 §5.2 says, the body's length as RFC 9112 §6.3 says. Left out: `https://` (std has no
+//! TLS), cookies, CORS, and every method but `GET`.
 
 use crate::http::{digits, head_end};
 use crate::lab::is_event_stream;
@@ -774,7 +776,9 @@ fn read_final_head(
                 _ => return Ok((head, buf)),
             }
         }
-        if buf.len() >= MAX_RESPONSE_HEAD {
+        // Never more than 16 KiB in hand, so a head found in it is no longer than that.
+        let room = MAX_RESPONSE_HEAD - buf.len();
+        if room == 0 {
             return Err(invalid(String::from("response head too large")));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -783,7 +787,7 @@ fn read_final_head(
         }
         stream.set_read_timeout(Some(left))?;
         let mut more = [0; 4096];
-        let n = stream.read(&mut more)?;
+        let n = stream.read(&mut more[..room.min(4096)])?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

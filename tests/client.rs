@@ -374,6 +374,46 @@ fn interim_1xx_heads_are_skipped() {
 }
 
 #[test]
+fn a_response_head_may_be_16_kib_and_no_more() {
+    // The head, blank line included, padded to `size` bytes with one header.
+    let head = |size: usize| {
+        let start = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Pad: ";
+        let pad = "x".repeat(size - start.len() - "\r\n\r\n".len());
+        format!("{start}{pad}\r\n\r\n")
+    };
+    let (addr, _seen) = small_server(vec![
+        format!("{}data: fits\n\n", head(16 * 1024)),
+        // The 103 before it shifts where reads end, so one may straddle the 16 KiB mark.
+        format!(
+            "HTTP/1.1 103 Early Hints\r\n\r\n{}data: too big\n\n",
+            head(16 * 1024 + 1)
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    source.reconnection_time = Duration::ZERO;
+    let (reports, end) = run_source(source, never);
+    assert_eq!(
+        reports,
+        [
+            Report::Open,
+            message("fits", ""),
+            Report::Lost(String::from("the stream ended")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(100),
+                last_event_id: String::new()
+            },
+            Report::Lost(String::from("network error: response head too large")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(100),
+                last_event_id: String::new()
+            },
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
 fn a_101_fails_the_connection() {
     let (addr, _seen) = small_server(vec![format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n{STREAM_HEAD}data: no\n\n"
