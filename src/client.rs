@@ -545,6 +545,11 @@ pub const MIN_RECONNECTION_DELAY: Duration = Duration::from_millis(100);
 
 /// A connection to an event stream that reconnects as a browser's `EventSource` does.
 pub struct EventSource {
+    /// Where the next connection goes: the URL given, until a redirect is followed; from then on
+    /// the URL it led to. In fetch, a redirect adds its target to the request's URL list, and a
+    /// reconnect fetches the request's current URL, the last of that list (whatwg/html#503
+    /// discusses it). Chromium does the same: after a `307` from `/start` to `/target`, every
+    /// reconnect asks for `/target`.
     pub url: Url,
     /// Sent as `Last-Event-ID` when not empty; a new `EventSource` starts with none.
     pub last_event_id: String,
@@ -600,8 +605,8 @@ impl EventSource {
 
     /// One connection, with its redirects: the request, the checks of §9.2.2, then the body.
     fn connect(&mut self, report: &mut impl FnMut(Report) -> ControlFlow<()>) -> Next {
-        let mut url = self.url.clone();
         for _ in 0..=MAX_REDIRECTS {
+            let url = self.url.clone();
             let (stream, head, rest) = match request(&url, &self.last_event_id) {
                 Ok(response) => response,
                 Err(e) => return Next::Reconnect(format!("network error: {e}")),
@@ -616,11 +621,11 @@ impl EventSource {
                         .header("location")
                         .ok_or_else(|| format!("status {status} without a Location"))
                         .and_then(|location| resolve(&url, location));
-                    url = match next {
+                    self.url = match next {
                         Ok(next) => next,
                         Err(why) => return Next::End(End::Failed(format!("bad redirect: {why}"))),
                     };
-                    if report(Report::Redirect(url.to_string())).is_break() {
+                    if report(Report::Redirect(self.url.to_string())).is_break() {
                         return Next::End(End::Closed);
                     }
                     continue;
