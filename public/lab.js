@@ -274,7 +274,7 @@ function retryTimes(button) {
   };
   const report = () => delays.map(([name, retry, list]) => `${name} (retry: ${retry}): ${describe(list)}`).join(". ");
   run.timers.push(setInterval(() => result(run, report()), 500));
-  later(run, 11_000, () => {
+  later(run, 8000, () => {
     result(run, report() + ". (Each delay runs from the error to the next open.)");
     stop(run);
   });
