@@ -316,9 +316,10 @@ function sevenStreams(button_) {
   });
 }
 
-// Appends text to `out` with each line end made visible by a small box drawn in CSS (no font
-// needed: Control Pictures such as ␊ are missing from many systems' fonts). The characters
-// themselves stay in the text, so the element's textContent is exactly what arrived.
+// Appends text to `out` with each line end made visible by a small box drawn in CSS: no font
+// needed, where a Control Picture such as ␊ is in no font a stock Debian installs, and shows as an
+// empty box. The characters themselves stay in the text, so the element's textContent is exactly
+// what arrived.
 function showLineEnds(out, text) {
   for (const part of text.split(/(\r|\n)/)) {
     if (part === "\n" || part === "\r") out.append(element("span", part === "\n" ? "lf" : "cr"));
