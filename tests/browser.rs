@@ -573,6 +573,38 @@ fn wait_result(page: &mut Chromium, name: &str, done: &str) -> String {
 }
 
 #[test]
+fn a_browser_reconnects_to_where_a_redirect_led() {
+    if !have_chromium("a_browser_reconnects_to_where_a_redirect_led") {
+        return;
+    }
+    // What README's lab table says of `redirect=N`, and `client.rs` does: the reconnect after a
+    // redirect goes to its target. Ticks every 50 ms end the `end_after=1` stream at once.
+    let addr = common::start(common::config());
+    let mut page = Chromium::open(&format!("http://{addr}/"));
+    page.wait_for("document.getElementById('state').textContent", |v| {
+        v == "OPEN"
+    });
+    let url = page.eval(
+        "window.opens = 0; \
+         const es = new EventSource('/events?redirect=307&end_after=1&retry=200&run=redirect'); \
+         es.onopen = () => { if (++window.opens === 2) es.close(); }; es.url",
+    );
+    page.wait_for("String(window.opens)", |v| v == "2");
+    // The URL the page gave stays the EventSource's url.
+    assert_eq!(
+        url,
+        format!("http://{addr}/events?redirect=307&end_after=1&retry=200&run=redirect")
+    );
+    // The redirect, its target, and the reconnect to the target: three requests carried the
+    // label. A reconnect to the URL first given would have made four (redirect, target twice).
+    let seen = common::raw_text(
+        addr,
+        &format!("GET /lab/seen?run=redirect HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert!(seen.ends_with("\r\n\r\n3\n"), "{seen}");
+}
+
+#[test]
 fn lab_experiments_show_what_the_spec_predicts() {
     if !have_chromium("lab_experiments_show_what_the_spec_predicts") {
         return;
