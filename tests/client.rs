@@ -108,6 +108,19 @@ fn run_source(
         .expect("the client did not end within 10 s")
 }
 
+/// The request targets of the next `n` requests the small server read, in order.
+fn targets(seen: &Receiver<Seen>, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let head = seen
+                .recv_timeout(common::READ_TIMEOUT)
+                .expect("a request")
+                .head;
+            head.split(' ').nth(1).unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
 fn never(_: &Report) -> bool {
     false
 }
@@ -306,15 +319,7 @@ fn a_redirect_is_followed_and_a_reconnect_goes_where_it_led() {
     );
     assert_eq!(reports[3], message("here", ""));
     assert_eq!(end, End::Stopped);
-    let targets: Vec<String> = (0..3)
-        .map(|_| {
-            let head = seen
-                .recv_timeout(common::READ_TIMEOUT)
-                .expect("a request")
-                .head;
-            head.split(' ').nth(1).unwrap_or_default().to_string()
-        })
-        .collect();
+    let targets = targets(&seen, 3);
     // As a browser does: the reconnect asks for the redirect's target, not the URL first given.
     assert_eq!(targets, ["/events", "/real?x=1", "/real?x=1"]);
 }
@@ -350,15 +355,7 @@ fn a_relative_redirect_is_resolved_against_the_url_it_answers() {
         ]
     );
     assert_eq!(end, End::Stopped);
-    let targets: Vec<String> = (0..3)
-        .map(|_| {
-            let head = seen
-                .recv_timeout(common::READ_TIMEOUT)
-                .expect("a request")
-                .head;
-            head.split(' ').nth(1).unwrap_or_default().to_string()
-        })
-        .collect();
+    let targets = targets(&seen, 3);
     assert_eq!(targets, ["/a/events?page=1", "/b/s?page=2", "/b/s?page=3"]);
 }
 
