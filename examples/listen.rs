@@ -1,66 +1,91 @@
-//! `cargo run --example listen -- [URL] [--json] [--last-event-id ID] [--max-events N]`
+//! `cargo run --example listen -- [URL] [--json] [--last-event-id ID] [--max-events N]
+//! [--idle-timeout SECS] [--timestamps]`
 //!
 //! Listens to an event stream the way a browser's `EventSource` does (`sse_server::client`):
 //! each event on stdout, and on stderr what the connection does: connected, retry changed, the
 //! stream ended, reconnecting with `Last-Event-ID`, failed, stopped. Try it with the lab's
-//! switches, for example `http://127.0.0.1:3000/events?end_after=3&retry=1000`.
+//! switches, for example `http://127.0.0.1:3000/events?end_after=3&retry=1000`, and
+//! `--timestamps` to see the waits between reconnects in milliseconds.
 //!
-//! Exit status: 0 after `--max-events` events or a `204`; 1 when the connection fails (a status
-//! other than 200, the wrong type, a bad redirect); 2 for bad arguments or a URL it cannot use.
+//! `--idle-timeout SECS` takes a connection that brings no byte for that long as lost, and
+//! reconnects (this server sends a comment line when it has sent nothing for `HEARTBEAT_MS`, 15 s
+//! unless set).
+//!
+//! Exit status: 0 after `--max-events` events, a `204` or `--help`; 1 when the connection fails
+//! (a status other than 200, the wrong type, a bad redirect, a line or an event over the client's
+//! limits); 2 for bad arguments or a URL it cannot use.
 
 use sse_server::client::{End, Event, EventSource, Report, Url};
 use sse_server::http::digits;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: listen [URL] [--json] [--last-event-id ID] [--max-events N]   (URL: http://..., default http://127.0.0.1:3000/events)";
+const USAGE: &str = "usage: listen [URL] [--json] [--last-event-id ID] [--max-events N] [--idle-timeout SECS] [--timestamps]   (URL: http://..., default http://127.0.0.1:3000/events)";
 
 struct Options {
     url: Url,
     json: bool,
     last_event_id: String,
     max_events: Option<u64>,
+    /// No byte for this long: the connection is taken as lost (`EventSource::idle_timeout`).
+    idle_timeout: Option<Duration>,
+    timestamps: bool,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = match parse_args(&args) {
-        Ok(options) => options,
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("listen: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
+    let start = Instant::now();
+    // `[1003 ms] ` before each event and each message with `--timestamps`, nothing without.
+    let stamp = || match options.timestamps {
+        true => format!("[{} ms] ", start.elapsed().as_millis()),
+        false => String::new(),
+    };
     let mut source = EventSource::new(options.url.clone());
-    source.last_event_id = options.last_event_id;
-    eprintln!("connecting to {}", options.url);
+    source.last_event_id.clone_from(&options.last_event_id);
+    source.idle_timeout = options.idle_timeout;
+    match options.last_event_id.as_str() {
+        "" => eprintln!("{}connecting to {}", stamp(), options.url),
+        id => eprintln!(
+            "{}connecting to {} with Last-Event-ID {id}",
+            stamp(),
+            options.url
+        ),
+    }
     let mut seen = 0;
-    let mut previous_id = String::new();
     let end = source.run(|report| {
         match report {
-            Report::Open => eprintln!("connected"),
+            Report::Open => eprintln!("{}connected", stamp()),
             Report::Event(event) => {
-                // An event without an `id:` line keeps the last event ID of the one before: show
-                // an id only where it changed, as the frame most likely carried it.
-                let new_id = event.last_event_id != previous_id;
-                previous_id.clone_from(&event.last_event_id);
-                print_event(&event, new_id, options.json);
+                print_event(&event, &stamp(), options.json);
                 seen += 1;
                 if options.max_events == Some(seen) {
                     return ControlFlow::Break(());
                 }
             }
-            Report::Retry(delay) => eprintln!("retry now {} ms", delay.as_millis()),
-            Report::Redirect(to) => eprintln!("redirected to {to}"),
-            Report::Lost(why) => eprintln!("{why}"),
+            Report::Retry(delay) => eprintln!("{}retry now {} ms", stamp(), delay.as_millis()),
+            Report::Redirect(to) => eprintln!("{}redirected to {to}", stamp()),
+            Report::Lost(why) => eprintln!("{}{why}", stamp()),
             Report::Reconnecting {
                 delay,
                 last_event_id,
             } => match last_event_id.as_str() {
-                "" => eprintln!("reconnecting in {} ms", delay.as_millis()),
+                "" => eprintln!("{}reconnecting in {} ms", stamp(), delay.as_millis()),
                 id => eprintln!(
-                    "reconnecting in {} ms with Last-Event-ID {id}",
+                    "{}reconnecting in {} ms with Last-Event-ID {id}",
+                    stamp(),
                     delay.as_millis()
                 ),
             },
@@ -70,29 +95,53 @@ fn main() -> ExitCode {
     match end {
         End::Closed => ExitCode::SUCCESS,
         End::Stopped => {
-            eprintln!("stopped: 204 No Content, the server's way to say stop reconnecting");
+            eprintln!(
+                "{}stopped: 204 No Content, the server's way to say stop reconnecting",
+                stamp()
+            );
             ExitCode::SUCCESS
         }
         End::Failed(why) => {
-            eprintln!("failed: {why}; a browser would not reconnect either");
+            eprintln!(
+                "{}failed: {why}; a browser would not reconnect either",
+                stamp()
+            );
             ExitCode::from(1)
         }
     }
 }
 
-fn parse_args(args: &[String]) -> Result<Options, String> {
+/// The options, or `None` for `--help`.
+fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     let mut url = None;
     let mut options = Options {
         url: Url::parse("http://127.0.0.1:3000/events")?,
         json: false,
         last_event_id: String::new(),
         max_events: None,
+        idle_timeout: None,
+        timestamps: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
             "--json" => options.json = true,
+            "--timestamps" => options.timestamps = true,
+            "--idle-timeout" => {
+                let secs = value()?;
+                match digits(secs) {
+                    Some(secs) if secs > 0 => {
+                        options.idle_timeout = Some(Duration::from_secs(secs));
+                    }
+                    _ => {
+                        return Err(format!(
+                            "--idle-timeout {secs}: expected a whole number of seconds above 0"
+                        ));
+                    }
+                }
+            }
             "--last-event-id" => {
                 let id = value()?;
                 // It goes into a request header: no line breaks or other control characters.
@@ -118,27 +167,31 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     if let Some(url) = url {
         options.url = url;
     }
-    Ok(options)
+    Ok(Some(options))
 }
 
-/// One event, readably (`type (id N): data` when the id changed, further lines indented) or as
-/// one JSON object, which always has the `lastEventId`.
-fn print_event(event: &Event, new_id: bool, json: bool) {
+/// One event after `stamp`, readably (`type (lastEventId X): data`, further lines indented) or
+/// as one JSON object.
+///
+/// The id shown is the event's `lastEventId`, as a page sees it: the source's last event ID when
+/// the event was dispatched. A frame without an `id:` line keeps the one before, so an event
+/// that shows an id did not necessarily carry it; the text says `lastEventId` for that reason.
+fn print_event(event: &Event, stamp: &str, json: bool) {
     let line = if json {
         format!(
-            "{{\"type\":{},\"data\":{},\"lastEventId\":{}}}",
+            "{stamp}{{\"type\":{},\"data\":{},\"lastEventId\":{}}}",
             json_string(&event.event_type),
             json_string(&event.data),
             json_string(&event.last_event_id)
         )
     } else {
         let label = match event.last_event_id.as_str() {
-            id if new_id && !id.is_empty() => format!("{} (id {id})", event.event_type),
-            _ => event.event_type.clone(),
+            "" => event.event_type.clone(),
+            id => format!("{} (lastEventId {id})", event.event_type),
         };
-        let indent = " ".repeat(label.chars().count() + 2);
+        let indent = " ".repeat(stamp.chars().count() + label.chars().count() + 2);
         format!(
-            "{label}: {}",
+            "{stamp}{label}: {}",
             event.data.replace('\n', &format!("\n{indent}"))
         )
     };

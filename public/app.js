@@ -11,6 +11,9 @@ let source = null;
 export const mainSource = () => source;
 let reconnects = 0;
 let previousId = "";
+// The ids this page's stream got, oldest first (the last LOG_CAP): lab experiment 8 resumes after one.
+const seen = [];
+export const seenIds = () => [...seen];
 
 function showState() {
   const state = STATES[source.readyState];
@@ -36,6 +39,23 @@ function wireFrame(event) {
   return lines.join("\n") + "\n\n";
 }
 
+// What a `gap` event means, in words. Its data is this server's JSON (src/event_log.rs): the id the
+// browser asked to resume after, and the oldest event still kept, where the replay starts.
+function gapNote(data) {
+  const note = document.createElement("p");
+  note.className = "note";
+  let gap = {};
+  try {
+    gap = JSON.parse(data);
+  } catch {
+    // Not this server's JSON: the words below say what they can without it.
+  }
+  const asked = gap.last_event_id ? `after ${gap.last_event_id}` : "after the id the browser sent";
+  const from = gap.resume_from ? `replaying from ${gap.resume_from}, the oldest event it keeps` : "it keeps no events to replay";
+  note.textContent = `gap: the server does not have the events ${asked} (trimmed, or the id is not one of this run's); ${from}.`;
+  return note;
+}
+
 function logEvent(event) {
   const item = document.createElement("li");
   item.className = `entry type-${event.type}`;
@@ -52,7 +72,11 @@ function logEvent(event) {
   wire.className = "wire";
   wire.textContent = wireFrame(event);
   item.append(received, wire);
+  if (event.type === "gap") item.append(gapNote(event.data));
 
+  // An event without `id:` leaves lastEventId as it was (§9.2.6): only a changed one is new.
+  if (event.lastEventId !== "" && event.lastEventId !== previousId) seen.push(event.lastEventId);
+  while (seen.length > LOG_CAP) seen.shift();
   previousId = event.lastEventId;
   $("last-id").textContent = event.lastEventId || "none yet";
   $("log").prepend(item);

@@ -3,13 +3,15 @@
 //! [`Parser`] turns the bytes of a stream into events as §9.2.5 "Parsing an event stream" and
 //! §9.2.6 "Interpreting an event stream" say, step by step, with no socket in sight; the tests read
 //! this server's streams with it. [`EventSource`] is the connection of §9.2.2-§9.2.3: the request,
-//! the checks on the response, the body, and reconnecting. Left out: `https://` (std has no TLS),
-//! cookies, CORS, and every method but `GET`.
+//! the checks on the response, the body, and reconnecting, with the HTTP a browser's network
+//! stack does around it: every address of a name, interim `1xx` heads, redirects resolved as
+//! RFC 3986 §5.2 says, the body's length as RFC 9112 §6.3 says. Left out: `https://` (std has no
+//! TLS), cookies, CORS, and every method but `GET`.
 
-use crate::http::{digits, read_head};
+use crate::http::{digits, head_end};
 use crate::lab::is_event_stream;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,6 +24,16 @@ pub struct Event {
     pub data: String,
     pub last_event_id: String,
 }
+
+/// The longest line a [`Parser`] takes, in bytes before its line end: 1 MiB. The spec sets no
+/// limit, and a browser holds whatever comes until memory runs out; a line of this server is at
+/// most a `data:` line of a 64 KiB publish, so 16 times that leaves room for other servers while
+/// a stream that never sends a line end cannot make this client hold more.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// The most data one event may gather over its `data:` lines before its blank line: 16 MiB, room
+/// for many long lines while bounding what one connection can make this client hold.
+pub const MAX_DATA: usize = 16 * 1024 * 1024;
 
 /// The parser of one connection's stream: bytes in, dispatched events out.
 #[derive(Debug)]
@@ -43,6 +55,9 @@ pub struct Parser {
     /// How many comment lines went by. A browser ignores them; a program may want to show
     /// heartbeats.
     pub comments: usize,
+    /// Set when a line or an event's data went past [`MAX_LINE`] or [`MAX_DATA`]; from then on the
+    /// parser takes no more bytes.
+    too_long: Option<String>,
 }
 
 impl Default for Parser {
@@ -69,6 +84,7 @@ impl Parser {
             last_event_id: last_event_id.to_string(),
             retry: None,
             comments: 0,
+            too_long: None,
         }
     }
 
@@ -77,13 +93,22 @@ impl Parser {
         &self.last_event_id
     }
 
+    /// Why the parser stopped taking bytes, if a line or an event's data grew past its limit.
+    pub fn too_long(&self) -> Option<&str> {
+        self.too_long.as_deref()
+    }
+
     /// Reads bytes as they arrive, in pieces of any size; returns the events they complete.
     ///
     /// What is left at the end of a stream, an unfinished line or an event without its blank
-    /// line, is simply never completed: §9.2.5 says to discard it.
+    /// line, is simply never completed: §9.2.5 says to discard it. Once [`Parser::too_long`] says
+    /// why, bytes are ignored.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
         for &byte in bytes {
+            if self.too_long.is_some() {
+                break;
+            }
             // §9.2.5: a line ends in CRLF, a lone LF or a lone CR. The CR of a CRLF may end one
             // read and its LF start the next; `after_cr` keeps that one line end.
             if byte == b'\n' && self.after_cr {
@@ -92,6 +117,10 @@ impl Parser {
             }
             self.after_cr = byte == b'\r';
             if byte != b'\r' && byte != b'\n' {
+                if self.line.len() == MAX_LINE {
+                    self.too_long = Some(format!("a line longer than {MAX_LINE} bytes"));
+                    break;
+                }
                 self.line.push(byte);
                 continue;
             }
@@ -131,6 +160,9 @@ impl Parser {
         };
         match field {
             "event" => self.event_type = value.to_string(),
+            "data" if self.data.len() + value.len() + 1 > MAX_DATA => {
+                self.too_long = Some(format!("an event with more than {MAX_DATA} bytes of data"));
+            }
             // "Append the field value to the data buffer, then append a single LF."
             "data" => {
                 self.data.push_str(value);
@@ -245,26 +277,103 @@ impl Url {
             port => format!("{host}:{port}"),
         }
     }
+}
 
-    /// Where a redirect's `Location` points, seen from this URL.
-    fn join(&self, location: &str) -> Result<Url, String> {
-        if location.contains("://") {
-            return Url::parse(location);
+/// Where a reference such as a redirect's `Location` points, seen from `base`: RFC 3986 §5.2.2
+/// "Transform References", step by step. A reference is split as §3 (Appendix B) splits a URI:
+/// `scheme:` up to the first colon if no `/`, `?` or `#` comes before it, `//authority` up to the
+/// next `/`, `?` or `#`, then the path, `?query` and `#fragment`. The fragment is dropped, as a
+/// request never carries one. Only an `http://` result is a [`Url`]: anything else is an error.
+fn resolve(base: &Url, reference: &str) -> Result<Url, String> {
+    let reference = reference.split('#').next().unwrap_or_default();
+    let (scheme, rest) = match reference.find(['/', '?', '#', ':']) {
+        Some(i) if reference.as_bytes()[i] == b':' && i > 0 => {
+            (Some(&reference[..i]), &reference[i + 1..])
         }
-        if let Some(rest) = location.strip_prefix("//") {
-            return Url::parse(&format!("http://{rest}"));
+        _ => (None, reference),
+    };
+    let (authority, rest) = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            (Some(&after[..end]), &after[end..])
         }
-        let target = match location.starts_with('/') {
-            true => location.to_string(),
-            // A relative path replaces the last segment of this one.
-            false => {
-                let path = self.target.split('?').next().unwrap_or("/");
-                let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-                format!("{dir}{location}")
-            }
-        };
-        Url::parse(&format!("http://{}{target}", self.authority()))
+        None => (None, rest),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let (base_path, base_query) = match base.target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (base.target.as_str(), None),
+    };
+    // Only `http://host` can be followed: for anything else, `Url::parse` says what is wrong
+    // (`https://` included: std has no TLS).
+    if let Some(scheme) = scheme
+        && (!scheme.eq_ignore_ascii_case("http") || authority.is_none())
+    {
+        return Url::parse(reference);
     }
+    // "If defined(R.scheme)" or "if defined(R.authority)": the reference's own authority, path
+    // and query.
+    let (authority, path, query) = if let Some(authority) = authority {
+        (authority.to_string(), remove_dot_segments(path), query)
+    } else if path.is_empty() {
+        // "If (R.path == "")": the base's path, and its query unless the reference has one.
+        (
+            base.authority(),
+            base_path.to_string(),
+            query.or(base_query),
+        )
+    } else if path.starts_with('/') {
+        (base.authority(), remove_dot_segments(path), query)
+    } else {
+        // §5.2.3 "Merge Paths": the reference replaces what follows the base path's last `/`.
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        let merged = format!("{dir}{path}");
+        (base.authority(), remove_dot_segments(&merged), query)
+    };
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    Url::parse(&format!("http://{authority}{path}{query}"))
+}
+
+/// RFC 3986 §5.2.4 "Remove Dot Segments": `.` and `..` segments go, each `..` with the segment
+/// before it, so `/a/b/../c/./d` is `/a/c/d`. The RFC's input and output buffers, rule by rule.
+fn remove_dot_segments(path: &str) -> String {
+    let mut input = path;
+    let mut output = String::new();
+    while !input.is_empty() {
+        if let Some(rest) = input.strip_prefix("../").or(input.strip_prefix("./")) {
+            // A: a leading `../` or `./` goes.
+            input = rest;
+        } else if input.starts_with("/./") || input == "/." {
+            // B: `/./` or a final `/.` becomes `/`.
+            input = input
+                .get(2..)
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or("/");
+        } else if input.starts_with("/../") || input == "/.." {
+            // C: `/../` or a final `/..` becomes `/`, and the last segment of the output goes.
+            input = input
+                .get(3..)
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or("/");
+            output.truncate(output.rfind('/').unwrap_or(0));
+        } else if input == "." || input == ".." {
+            // D: a lone `.` or `..` goes.
+            input = "";
+        } else {
+            // E: the first segment, with its leading `/` if any, moves to the output.
+            let end = input
+                .bytes()
+                .skip(1)
+                .position(|b| b == b'/')
+                .map_or(input.len(), |i| i + 1);
+            output.push_str(&input[..end]);
+            input = &input[end..];
+        }
+    }
+    output
 }
 
 impl std::fmt::Display for Url {
@@ -289,6 +398,60 @@ impl ResponseHead {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a list header, over all its lines: `a, b` and a second line `c` are `a`,
+    /// `b`, `c` (RFC 9110 §5.3: lines of one field name combine into one comma-separated list).
+    fn list(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, value)| value.split(','))
+            .map(str::trim)
+            .collect()
+    }
+}
+
+/// How a response's body ends (RFC 9112 §6.3 "Message Body Length").
+#[derive(Debug, PartialEq)]
+enum Framing {
+    /// `Transfer-Encoding` whose final coding is `chunked`: read chunks until the last one.
+    Chunked,
+    /// `Content-Length` and no `Transfer-Encoding`: exactly this many bytes.
+    Length(u64),
+    /// Neither, or a `Transfer-Encoding` that does not end in `chunked`: until the server closes.
+    UntilClose,
+}
+
+/// Finds how a `200` response's body is framed, RFC 9112 §6.3's rules for a response, in order.
+fn framing(head: &ResponseHead) -> Result<Framing, String> {
+    let codings = head.list("transfer-encoding");
+    if !codings.is_empty() {
+        // Rule 3: Transfer-Encoding overrides Content-Length. Rule 4: "If a Transfer-Encoding
+        // header field is present in a response and the chunked transfer coding is not the final
+        // encoding, the message body length is determined by reading the connection until it is
+        // closed by the server." Codings before a final `chunked` (gzip, say) are not undone
+        // here: this client sends no `TE` header, so a server has no reason to use them.
+        return Ok(match codings.last() {
+            Some(last) if last.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::UntilClose,
+        });
+    }
+    let lengths = head.list("content-length");
+    let Some(first) = lengths.first() else {
+        // Rule 8: a response with no declared length runs until the server closes.
+        return Ok(Framing::UntilClose);
+    };
+    // Rule 5: an invalid Content-Length makes the framing invalid, and a user agent "MUST close
+    // the connection to the server and discard the received response". `Content-Length = 1*DIGIT`
+    // (RFC 9110 §8.6); a list (over one line or several) passes only if every value is valid
+    // and all are the same, as in `42, 42`.
+    match digits(first) {
+        Some(length) if lengths.iter().all(|other| other == first) => Ok(Framing::Length(length)),
+        _ => Err(format!(
+            "an invalid Content-Length: {:?}",
+            lengths.join(", ")
+        )),
+    }
 }
 
 /// Parses a response head, up to and including its blank line.
@@ -301,7 +464,11 @@ pub fn parse_response_head(head: &[u8]) -> Result<ResponseHead, String> {
     let bad = || format!("not an HTTP/1.x status line: {status_line:?}");
     let (version, rest) = status_line.split_once(' ').ok_or_else(bad)?;
     let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-    if !version.starts_with("HTTP/1.") || code.len() != 3 {
+    // RFC 9112 §4: `status-code = 3DIGIT`; Rust's `parse` alone would take `+20`.
+    if !version.starts_with("HTTP/1.")
+        || code.len() != 3
+        || !code.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     let status = code.parse().map_err(|_| bad())?;
@@ -327,15 +494,15 @@ pub enum Report {
     Open,
     /// An event was dispatched.
     Event(Event),
-    /// A `retry:` field set the reconnection time.
+    /// A `retry:` field set the reconnection time to this, as the stream wrote it.
     Retry(Duration),
     /// A redirect is followed to this URL.
     Redirect(String),
-    /// The body ended, or the network failed: the browser's `error`, with `readyState`
-    /// `CONNECTING`. The text says which.
+    /// The body ended, the network failed, or the body was silent for the idle timeout: the
+    /// browser's `error`, with `readyState` `CONNECTING`. The text says which.
     Lost(String),
-    /// The reconnection time is being waited out; then the request goes again, with this
-    /// `Last-Event-ID` unless it is empty.
+    /// The reconnection time, or [`MIN_RECONNECTION_DELAY`] if that is longer, is being waited
+    /// out; then the request goes again, with this `Last-Event-ID` unless it is empty.
     Reconnecting {
         delay: Duration,
         last_event_id: String,
@@ -348,7 +515,9 @@ pub enum End {
     /// `204 No Content`: the server's way to say "stop reconnecting" (§9.2.1).
     Stopped,
     /// The connection failed (§9.2.2): a status other than 200, or a type other than
-    /// `text/event-stream`. A browser's `readyState` is `CLOSED`, and it never reconnects.
+    /// `text/event-stream`. A browser's `readyState` is `CLOSED`, and it never reconnects. This
+    /// client also fails it, where a browser has no limit, for a line over [`MAX_LINE`] or an
+    /// event's data over [`MAX_DATA`].
     Failed(String),
     /// The program asked to stop, by returning `ControlFlow::Break` from its report.
     Closed,
@@ -364,12 +533,36 @@ const MAX_REDIRECTS: usize = 20;
 /// The largest response head read.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
+/// How long one address may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest wait before a reconnect, whatever `retry:` asked. §9.2.3 "reestablish the
+/// connection" has the user agent wait the reconnection time, then "Optionally, wait some more",
+/// so a floor keeps to the spec. Without one, `retry: 0` and a stream that ends at once would
+/// have this client ask again in a tight loop; 100 ms caps that at ten requests a second, and is
+/// still quicker than a person notices.
+pub const MIN_RECONNECTION_DELAY: Duration = Duration::from_millis(100);
+
 /// A connection to an event stream that reconnects as a browser's `EventSource` does.
 pub struct EventSource {
+    /// Where the next connection goes: the URL given, until a redirect is followed; from then on
+    /// the URL it led to. In fetch, a redirect adds its target to the request's URL list, and a
+    /// reconnect fetches the request's current URL, the last of that list (whatwg/html#503
+    /// discusses it). Chromium does the same: after a `307` from `/start` to `/target`, every
+    /// reconnect asks for `/target`.
     pub url: Url,
     /// Sent as `Last-Event-ID` when not empty; a new `EventSource` starts with none.
     pub last_event_id: String,
+    /// The reconnection time as the spec keeps it: the default, then what `retry:` says. The
+    /// wait before a reconnect is this, but at least [`MIN_RECONNECTION_DELAY`].
     pub reconnection_time: Duration,
+    /// A body that brings no byte for this long is taken as a lost connection, and reconnected;
+    /// `None` (the default, and what a browser does) waits forever, and so does zero. Why have
+    /// one: a peer that vanishes without a word (a cable pulled, a NAT entry dropped) sends no
+    /// FIN, and a reader waits forever. A browser's `EventSource` has no such timeout either,
+    /// which is why servers send heartbeats (this one a comment line when it has sent nothing for
+    /// `HEARTBEAT_MS`): with a timeout a few times that, the silence is noticed.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// What one connection came to.
@@ -384,6 +577,7 @@ impl EventSource {
             url,
             last_event_id: String::new(),
             reconnection_time: DEFAULT_RECONNECTION_TIME,
+            idle_timeout: None,
         }
     }
 
@@ -395,23 +589,24 @@ impl EventSource {
                 Next::End(end) => return end,
                 Next::Reconnect(why) => why,
             };
-            // §9.2.3 "reestablish the connection": fire `error`, wait the reconnection time,
-            // then fetch again with the last event ID.
+            // §9.2.3 "reestablish the connection": fire `error`, wait the reconnection time (and
+            // perhaps more), then fetch again with the last event ID.
+            let delay = self.reconnection_time.max(MIN_RECONNECTION_DELAY);
             let reconnecting = Report::Reconnecting {
-                delay: self.reconnection_time,
+                delay,
                 last_event_id: self.last_event_id.clone(),
             };
             if report(Report::Lost(why)).is_break() || report(reconnecting).is_break() {
                 return End::Closed;
             }
-            thread::sleep(self.reconnection_time);
+            thread::sleep(delay);
         }
     }
 
     /// One connection, with its redirects: the request, the checks of §9.2.2, then the body.
     fn connect(&mut self, report: &mut impl FnMut(Report) -> ControlFlow<()>) -> Next {
-        let mut url = self.url.clone();
         for _ in 0..=MAX_REDIRECTS {
+            let url = self.url.clone();
             let (stream, head, rest) = match request(&url, &self.last_event_id) {
                 Ok(response) => response,
                 Err(e) => return Next::Reconnect(format!("network error: {e}")),
@@ -425,12 +620,12 @@ impl EventSource {
                     let next = head
                         .header("location")
                         .ok_or_else(|| format!("status {status} without a Location"))
-                        .and_then(|location| url.join(location));
-                    url = match next {
+                        .and_then(|location| resolve(&url, location));
+                    self.url = match next {
                         Ok(next) => next,
                         Err(why) => return Next::End(End::Failed(format!("bad redirect: {why}"))),
                     };
-                    if report(Report::Redirect(url.to_string())).is_break() {
+                    if report(Report::Redirect(self.url.to_string())).is_break() {
                         return Next::End(End::Closed);
                     }
                     continue;
@@ -443,10 +638,17 @@ impl EventSource {
                     "Content-Type {content_type:?} is not text/event-stream"
                 )));
             }
+            // RFC 9112 §6.3: a response whose framing cannot be trusted is discarded and its
+            // connection closed, which for fetch is a network error, and §9.2.2 reconnects after
+            // one. Like a browser, this happens before `open`.
+            let framing = match framing(&head) {
+                Ok(framing) => framing,
+                Err(why) => return Next::Reconnect(format!("network error: {why}")),
+            };
             if report(Report::Open).is_break() {
                 return Next::End(End::Closed);
             }
-            return self.read_body(stream, &head, rest, report);
+            return self.read_body(stream, framing, rest, report);
         }
         Next::End(End::Failed(format!("more than {MAX_REDIRECTS} redirects")))
     }
@@ -455,40 +657,61 @@ impl EventSource {
     fn read_body(
         &mut self,
         stream: TcpStream,
-        head: &ResponseHead,
+        framing: Framing,
         already_read: Vec<u8>,
         report: &mut impl FnMut(Report) -> ControlFlow<()>,
     ) -> Next {
+        let idle_timeout = self.idle_timeout.filter(|timeout| !timeout.is_zero());
+        if let Err(e) = stream.set_read_timeout(idle_timeout) {
+            return Next::Reconnect(format!("network error: {e}"));
+        }
         let mut parser = Parser::new(&self.last_event_id);
         let mut on_bytes = |bytes: &[u8]| {
             // Line by line, so that a `retry:` is reported where it stood among the events.
             for piece in bytes.split_inclusive(|b| *b == b'\n' || *b == b'\r') {
                 for event in parser.feed(piece) {
                     if report(Report::Event(event)).is_break() {
-                        return ControlFlow::Break(());
+                        return ControlFlow::Break(Next::End(End::Closed));
                     }
+                }
+                // A line or an event past its limit fails the connection rather than reconnect:
+                // the event was not dispatched, so the last event ID still points before it, and a
+                // server that replays would send it again, and again.
+                if let Some(why) = parser.too_long() {
+                    return ControlFlow::Break(Next::End(End::Failed(why.to_string())));
                 }
                 // Moved by every dispatch, even one without data (`id: 7` and a blank line).
                 self.last_event_id = parser.last_event_id().to_string();
                 if let Some(ms) = parser.retry.take() {
                     self.reconnection_time = Duration::from_millis(ms);
-                    report(Report::Retry(self.reconnection_time))?;
+                    if report(Report::Retry(self.reconnection_time)).is_break() {
+                        return ControlFlow::Break(Next::End(End::Closed));
+                    }
                 }
             }
             ControlFlow::Continue(())
         };
         let mut body = BufReader::new(io::Cursor::new(already_read).chain(stream));
-        let chunked = head
-            .header("transfer-encoding")
-            .is_some_and(|codings| codings.to_ascii_lowercase().ends_with("chunked"));
-        let length = head.header("content-length").and_then(|n| n.parse().ok());
-        let read = match chunked {
-            true => read_chunked(&mut body, &mut on_bytes),
-            false => read_plain(&mut body, length, &mut on_bytes),
+        let read = match framing {
+            Framing::Chunked => read_chunked(&mut body, &mut on_bytes),
+            Framing::Length(length) => read_plain(&mut body, Some(length), &mut on_bytes),
+            Framing::UntilClose => read_plain(&mut body, None, &mut on_bytes),
         };
         match read {
-            Ok(ControlFlow::Break(())) => Next::End(End::Closed),
+            Ok(ControlFlow::Break(next)) => next,
             Ok(ControlFlow::Continue(())) => Next::Reconnect(String::from("the stream ended")),
+            // A read timeout shows as `WouldBlock` on Unix and `TimedOut` on Windows.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Next::Reconnect(format!(
+                    "no bytes for {} ms: the connection is taken as lost",
+                    idle_timeout.unwrap_or_default().as_millis()
+                ))
+            }
             Err(e) => Next::Reconnect(format!("network error: {e}")),
         }
     }
@@ -497,10 +720,8 @@ impl EventSource {
 /// Sends the request of §9.2.2 and reads the response head. Returns the socket, the head, and
 /// whatever of the body came with it.
 fn request(url: &Url, last_event_id: &str) -> io::Result<(TcpStream, ResponseHead, Vec<u8>)> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    let addrs = (url.host.as_str(), url.port).to_socket_addrs()?;
+    let mut stream = connect_any(addrs, CONNECT_TIMEOUT)?;
     // Browsers ask for the type, and make the request with cache mode "no-store", which sends
     // `Cache-Control: no-cache`; `Last-Event-ID` only when the last event ID is not empty (§9.2.4).
     let mut request = format!(
@@ -514,22 +735,77 @@ fn request(url: &Url, last_event_id: &str) -> io::Result<(TcpStream, ResponseHea
     request += "\r\n";
     stream.write_all(request.as_bytes())?;
 
-    // The head must come within 30 s; the body may then be quiet as long as it likes.
+    // The head must come within 30 s; how long the body may be quiet is `idle_timeout`'s call.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut buf, end) = read_head(&mut stream, deadline, MAX_RESPONSE_HEAD)?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "response head too large"))?;
-    stream.set_read_timeout(None)?;
-    let head = parse_response_head(&buf[..end])
-        .map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))?;
-    Ok((stream, head, buf.split_off(end)))
+    let (head, rest) = read_final_head(&mut stream, deadline)?;
+    Ok((stream, head, rest))
+}
+
+/// Connects to the first of `addrs` that answers, each given `timeout`; the last error if none
+/// does. A name can have several addresses: `localhost` is often `::1` and `127.0.0.1`, and a
+/// server listening on only one of them refuses the other. Browsers race the addresses a moment
+/// apart ("Happy Eyeballs", RFC 8305); trying them in turn is slower when one is unreachable but
+/// reaches the same server.
+fn connect_any(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = io::Error::new(e.kind(), format!("{addr}: {e}")),
+        }
+    }
+    Err(last_error)
+}
+
+/// Reads response heads until a final one (RFC 9112 §4), returning it and whatever of the body
+/// came with it. RFC 9110 §15.2: a `1xx` head is interim (`100 Continue`, `103 Early Hints`)
+/// and the final response follows it, so it is read and set aside; `101 Switching Protocols`
+/// answers an `Upgrade` this client never asks for, so it is returned, and the connection fails
+/// on its status. Each head may be up to 16 KiB, and all must come by `deadline`.
+fn read_final_head(
+    stream: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<(ResponseHead, Vec<u8>)> {
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = head_end(&buf) {
+            let rest = buf.split_off(end);
+            let head = parse_response_head(&buf).map_err(invalid)?;
+            buf = rest;
+            match head.status {
+                100 | 102..=199 => continue,
+                _ => return Ok((head, buf)),
+            }
+        }
+        // Never more than 16 KiB in hand, so a head found in it is no longer than that.
+        let room = MAX_RESPONSE_HEAD - buf.len();
+        if room == 0 {
+            return Err(invalid(String::from("response head too large")));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let mut more = [0; 4096];
+        let n = stream.read(&mut more[..room.min(4096)])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&more[..n]);
+    }
 }
 
 /// A body that runs until the connection closes, or for `length` bytes.
-fn read_plain(
+fn read_plain<B>(
     body: &mut impl BufRead,
     length: Option<u64>,
-    on_bytes: &mut impl FnMut(&[u8]) -> ControlFlow<()>,
-) -> io::Result<ControlFlow<()>> {
+    on_bytes: &mut impl FnMut(&[u8]) -> ControlFlow<B>,
+) -> io::Result<ControlFlow<B>> {
     let mut left = length.unwrap_or(u64::MAX);
     while left > 0 {
         let buf = body.fill_buf()?;
@@ -537,8 +813,8 @@ fn read_plain(
             break;
         }
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        if on_bytes(&buf[..n]).is_break() {
-            return Ok(ControlFlow::Break(()));
+        if let ControlFlow::Break(stop) = on_bytes(&buf[..n]) {
+            return Ok(ControlFlow::Break(stop));
         }
         body.consume(n);
         left -= n as u64;
@@ -548,10 +824,10 @@ fn read_plain(
 
 /// A `chunked` body (RFC 9112 §7.1), which servers such as Express and axum send: a hex size
 /// line, that many bytes and a CRLF, again and again, until a size of 0.
-fn read_chunked(
+fn read_chunked<B>(
     body: &mut impl BufRead,
-    on_bytes: &mut impl FnMut(&[u8]) -> ControlFlow<()>,
-) -> io::Result<ControlFlow<()>> {
+    on_bytes: &mut impl FnMut(&[u8]) -> ControlFlow<B>,
+) -> io::Result<ControlFlow<B>> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     loop {
         let mut line = String::new();
@@ -574,8 +850,8 @@ fn read_chunked(
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             let n = buf.len().min(left);
-            if on_bytes(&buf[..n]).is_break() {
-                return Ok(ControlFlow::Break(()));
+            if let ControlFlow::Break(stop) = on_bytes(&buf[..n]) {
+                return Ok(ControlFlow::Break(stop));
             }
             body.consume(n);
             left -= n;
@@ -875,15 +1151,100 @@ mod tests {
         }
     }
 
+    /// `reference` resolved against `base`, as text.
+    fn resolved(base: &str, reference: &str) -> String {
+        let base = Url::parse(base).unwrap();
+        match resolve(&base, reference) {
+            Ok(url) => url.to_string(),
+            Err(why) => format!("error: {why}"),
+        }
+    }
+
     #[test]
-    fn redirects_resolve_against_the_url() {
-        let url = Url::parse("http://a:1/x/events?q").unwrap();
-        let join = |location| url.join(location).unwrap().to_string();
-        assert_eq!(join("/other"), "http://a:1/other");
-        assert_eq!(join("stream"), "http://a:1/x/stream");
-        assert_eq!(join("http://b/s"), "http://b/s");
-        assert_eq!(join("//c:2/s"), "http://c:2/s");
-        assert!(url.join("https://b/s").is_err());
+    fn redirects_that_went_wrong_before() {
+        // A `://` inside the query is not a scheme: the first colon comes after a `/`.
+        assert_eq!(
+            resolved("http://a:1/events", "/login?next=http://x/"),
+            "http://a:1/login?next=http://x/"
+        );
+        // A query alone keeps the path.
+        assert_eq!(
+            resolved("http://a:1/a/events?page=1", "?page=2"),
+            "http://a:1/a/events?page=2"
+        );
+        // Dot segments are resolved, not sent.
+        assert_eq!(resolved("http://a:1/a/events", "../b"), "http://a:1/b");
+    }
+
+    #[test]
+    fn redirects_resolve_as_rfc_3986_5_4_1_says() {
+        // §5.4.1 "Normal Examples", with base `http://a/b/c/d;p?q`; each fragment dropped, as a
+        // request carries none. `g:h` is in the next test: it is not `http://`.
+        let base = "http://a/b/c/d;p?q";
+        for (reference, target) in [
+            ("g", "http://a/b/c/g"),
+            ("./g", "http://a/b/c/g"),
+            ("g/", "http://a/b/c/g/"),
+            ("/g", "http://a/g"),
+            ("//g", "http://g/"),
+            ("?y", "http://a/b/c/d;p?y"),
+            ("g?y", "http://a/b/c/g?y"),
+            ("#s", "http://a/b/c/d;p?q"),
+            ("g#s", "http://a/b/c/g"),
+            ("g?y#s", "http://a/b/c/g?y"),
+            (";x", "http://a/b/c/;x"),
+            ("g;x", "http://a/b/c/g;x"),
+            ("g;x?y#s", "http://a/b/c/g;x?y"),
+            ("", "http://a/b/c/d;p?q"),
+            (".", "http://a/b/c/"),
+            ("./", "http://a/b/c/"),
+            ("..", "http://a/b/"),
+            ("../", "http://a/b/"),
+            ("../g", "http://a/b/g"),
+            ("../..", "http://a/"),
+            ("../../", "http://a/"),
+            ("../../g", "http://a/g"),
+            // §5.4.2 "Abnormal Examples": more `..` than there are segments, and dots that are
+            // parts of names.
+            ("../../../g", "http://a/g"),
+            ("/./g", "http://a/g"),
+            ("/../g", "http://a/g"),
+            ("g.", "http://a/b/c/g."),
+            ("..g", "http://a/b/c/..g"),
+            ("./../g", "http://a/b/g"),
+            ("g/./h", "http://a/b/c/g/h"),
+            ("g/../h", "http://a/b/c/h"),
+            ("g?y/./x", "http://a/b/c/g?y/./x"),
+            // Absolute, with a port, and its dots resolved too.
+            ("http://b:8/s/../t", "http://b:8/t"),
+            ("HTTP://b/s", "http://b/s"),
+        ] {
+            assert_eq!(resolved(base, reference), target, "{reference:?}");
+        }
+    }
+
+    #[test]
+    fn only_http_redirects_are_followed() {
+        let base = "http://a/b";
+        assert_eq!(
+            resolved(base, "https://b/s"),
+            "error: https://b/s: https is not supported (std has no TLS); use http://"
+        );
+        for reference in ["g:h", "ftp://b/", "http:g", "//", "//u@b/"] {
+            assert!(
+                resolved(base, reference).starts_with("error: "),
+                "{reference}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_segments() {
+        assert_eq!(remove_dot_segments("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(remove_dot_segments("mid/content=5/../6"), "mid/6");
+        assert_eq!(remove_dot_segments("/a/."), "/a/");
+        assert_eq!(remove_dot_segments("/a/.."), "/");
+        assert_eq!(remove_dot_segments("/é/../ü"), "/ü");
     }
 
     #[test]
@@ -905,6 +1266,8 @@ mod tests {
             &b"HTTP/2 200 OK\r\n\r\n"[..],
             b"ICY 200 OK\r\n\r\n",
             b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 +20 OK\r\n\r\n",
+            b"HTTP/1.1 2x0 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n",
         ] {
             assert!(parse_response_head(bad).is_err(), "{bad:?}");
@@ -934,5 +1297,153 @@ mod tests {
         ] {
             assert!(dechunk(bad).1.is_err(), "{bad:?}");
         }
+    }
+
+    /// How a `200` head with these header lines frames its body.
+    fn framing_of(headers: &str) -> Result<Framing, String> {
+        let head = format!("HTTP/1.1 200 OK\r\n{headers}\r\n");
+        framing(&parse_response_head(head.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn only_a_final_chunked_coding_is_chunked() {
+        assert_eq!(
+            framing_of("Transfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            framing_of("transfer-encoding: gzip, CHUNKED\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            framing_of("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for not_final in ["notchunked", "chunked, gzip", "gzip", "chunked;x"] {
+            assert_eq!(
+                framing_of(&format!("Transfer-Encoding: {not_final}\r\n")),
+                Ok(Framing::UntilClose),
+                "{not_final}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_overrides_content_length() {
+        assert_eq!(
+            framing_of("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            framing_of("Content-Length: 5\r\nTransfer-Encoding: gzip\r\n"),
+            Ok(Framing::UntilClose)
+        );
+        // Even an invalid length is no error when Transfer-Encoding is there.
+        assert_eq!(
+            framing_of("Content-Length: x\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+    }
+
+    #[test]
+    fn content_length_must_be_digits_and_agree() {
+        assert_eq!(framing_of(""), Ok(Framing::UntilClose));
+        assert_eq!(
+            framing_of("Content-Length: 42\r\n"),
+            Ok(Framing::Length(42))
+        );
+        assert_eq!(
+            framing_of("Content-Length: 42, 42\r\n"),
+            Ok(Framing::Length(42))
+        );
+        assert_eq!(
+            framing_of("Content-Length: 42\r\nContent-Length: 42\r\n"),
+            Ok(Framing::Length(42))
+        );
+        for bad in [
+            "Content-Length: +5\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 5x\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 42, 43\r\n",
+            "Content-Length: 42\r\nContent-Length: 7\r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+        ] {
+            assert!(framing_of(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            framing_of("Content-Length: 42\r\ncontent-length: 7\r\n"),
+            Err(String::from(r#"an invalid Content-Length: "42, 7""#))
+        );
+    }
+
+    // ---- Bounds ----
+
+    #[test]
+    fn a_line_may_be_max_line_bytes_and_no_more() {
+        let mut parser = Parser::default();
+        let mut stream = b"data:".to_vec();
+        stream.resize(MAX_LINE, b'x');
+        stream.extend_from_slice(b"\n\n");
+        let events = parser.feed(&stream);
+        assert_eq!(events[0].data.len(), MAX_LINE - 5);
+        assert_eq!(parser.too_long(), None);
+
+        // One byte more, even without a line end, stops the parser, whatever follows.
+        let mut parser = Parser::default();
+        stream.insert(0, b'x');
+        assert!(parser.feed(&stream[..MAX_LINE]).is_empty());
+        assert_eq!(parser.too_long(), None, "exactly the limit, line not ended");
+        assert!(parser.feed(&stream[MAX_LINE..]).is_empty());
+        assert_eq!(parser.too_long(), Some("a line longer than 1048576 bytes"));
+        assert!(parser.feed(b"\ndata: after\n\n").is_empty());
+    }
+
+    #[test]
+    fn an_event_may_gather_max_data_bytes_and_no_more() {
+        // 32 lines of 512 KiB - 1 data bytes: each adds 512 KiB to the buffer with its LF.
+        let piece = MAX_DATA / 32;
+        let mut line = b"data:".to_vec();
+        line.resize(5 + piece - 1, b'x');
+        line.push(b'\n');
+        let mut parser = Parser::default();
+        for _ in 0..32 {
+            assert!(parser.feed(&line).is_empty());
+        }
+        assert_eq!(parser.too_long(), None, "exactly the limit");
+        assert_eq!(parser.feed(b"\n")[0].data.len(), MAX_DATA - 1);
+
+        for _ in 0..32 {
+            parser.feed(&line);
+        }
+        parser.feed(b"data:\n");
+        assert_eq!(
+            parser.too_long(),
+            Some("an event with more than 16777216 bytes of data")
+        );
+        assert!(parser.feed(b"\n").is_empty(), "never dispatched");
+    }
+
+    // ---- Connecting ----
+
+    /// A loopback address where nothing listens: a port that was just free.
+    fn closed_port() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[test]
+    fn every_address_is_tried_in_turn() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        let (dead, timeout) = (closed_port(), Duration::from_secs(5));
+        let stream = connect_any([dead, dead, live], timeout).unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), live);
+
+        let e = connect_any([dead], timeout).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(e.to_string().starts_with(&format!("{dead}: ")), "{e}");
+        let e = connect_any([], timeout).unwrap_err();
+        assert_eq!(e.to_string(), "the host has no address");
     }
 }

@@ -1,9 +1,9 @@
 //! Configuration: the defaults, and reading them from the environment.
 //!
 //! `PORT` (3000), `HOST` (127.0.0.1), `TICK_MS` (1000), `HEARTBEAT_MS` (15000), `RETRY_MS` (3000),
-//! `MAX_CLIENTS` (10000) and `PUBLIC_DIR` (this crate's `public/`); `REDIS_URL` (none) shares the
-//! event log with other servers through Redis. Tests build a [`Config`]
-//! directly, with short periods, so they never wait through real seconds.
+//! `MAX_CLIENTS` (10000), `MAX_IN_FLIGHT` (1000), `ALLOWED_HOSTS` (none), `PUBLIC_DIR` (this
+//! crate's `public/`) and `REDIS_URL` (none: the event log is this process's own). Tests build a
+//! [`Config`] directly, with short periods, so they never wait through real seconds.
 
 use std::env::VarError;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,6 +20,13 @@ pub struct Config {
     pub heartbeat: Duration,
     /// The most `/events` streams open at once; one more gets `503`.
     pub max_clients: usize,
+    /// The most connections being read or answered at once, each on a thread of its own; one more
+    /// gets `503` from the accept loop, before any thread is started for it. An open stream holds
+    /// no thread and does not count.
+    pub max_in_flight: usize,
+    /// Host names this server answers to besides `localhost` and IP addresses: the name a proxy
+    /// or a DNS record puts in front of it. See `http::host_allowed`.
+    pub allowed_hosts: Vec<String>,
     /// Sent as `retry:` at the start of every stream: the browser's reconnection delay.
     pub retry: Duration,
     /// A request head must be complete this soon after the connection opens.
@@ -43,6 +50,8 @@ impl Default for Config {
             tick: Duration::from_millis(1000),
             heartbeat: Duration::from_secs(15),
             max_clients: 10_000,
+            max_in_flight: 1000,
+            allowed_hosts: Vec::new(),
             retry: Duration::from_millis(3000),
             head_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -56,8 +65,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads `PORT`, `HOST`, `TICK_MS`, `HEARTBEAT_MS`, `RETRY_MS`, `MAX_CLIENTS`, `PUBLIC_DIR`
-    /// and `REDIS_URL` through `var` (`std::env::var` in `main`). The error is one line that names the variable.
+    /// Reads the variables listed at the top of this file through `var` (`std::env::var` in `main`). The error is one line that names the variable.
     pub fn from_env(var: impl Fn(&str) -> Result<String, VarError>) -> Result<Config, String> {
         let get = |name: &str| match var(name) {
             Ok(value) => Ok(Some(value)),
@@ -95,6 +103,21 @@ impl Config {
                 ));
             }
         };
+        let mut allowed_hosts = Vec::new();
+        for name in get("ALLOWED_HOSTS")?.unwrap_or_default().split(',') {
+            let name = name.trim();
+            let is_name = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !is_name {
+                return Err(format!(
+                    "ALLOWED_HOSTS: {name:?} is invalid: expected host names without ports, separated by commas"
+                ));
+            }
+            if !name.is_empty() {
+                allowed_hosts.push(name.to_string());
+            }
+        }
         let redis = match get("REDIS_URL")? {
             Some(url) => Some(crate::redis_log::parse_url(&url)?),
             None => None,
@@ -103,13 +126,39 @@ impl Config {
             addr,
             public_dir,
             redis,
+            allowed_hosts,
             tick: Duration::from_millis(number("TICK_MS", 1000, 1, 86_400_000)?),
             heartbeat: Duration::from_millis(number("HEARTBEAT_MS", 15_000, 1, 86_400_000)?),
             retry: Duration::from_millis(number("RETRY_MS", 3000, 0, 600_000)?),
             max_clients: number("MAX_CLIENTS", 10_000, 1, 1_000_000)? as usize,
+            max_in_flight: number("MAX_IN_FLIGHT", 1000, 1, 100_000)? as usize,
             ..Config::default()
         })
     }
+}
+
+/// A warning for start-up when the open-file limit (`ulimit -n`) is below what the settings can
+/// need: every stream and every connection in flight is a socket, and a socket is an open file.
+/// Past the limit, `accept` fails and new connections wait in the kernel's queue.
+pub fn file_limit_warning(config: &Config, limit: u64) -> Option<String> {
+    // The listener, stdin/out/err, the files `public/` is read from: a few to spare.
+    let need = (config.max_clients + config.max_in_flight) as u64 + 16;
+    (limit < need).then(|| {
+        format!(
+            "warning: MAX_CLIENTS={} and MAX_IN_FLIGHT={} need up to {need} open files, but this \
+             process may open {limit} (ulimit -n); raise it with `ulimit -n {need}` before \
+             starting, or lower MAX_CLIENTS",
+            config.max_clients, config.max_in_flight
+        )
+    })
+}
+
+/// This process's soft limit on open files, as Linux reports it in `/proc/self/limits`. `None`
+/// where there is no such file (other systems) or it cannot be read: then nothing is said.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -123,6 +172,29 @@ mod tests {
                 .map(|(_, v)| v.to_string())
                 .ok_or(VarError::NotPresent)
         })
+    }
+
+    #[test]
+    fn allowed_hosts_are_names() {
+        let config = from(&[("ALLOWED_HOSTS", "sse.example.com, Example.org,")]).unwrap();
+        assert_eq!(config.allowed_hosts, ["sse.example.com", "Example.org"]);
+        assert!(from(&[]).unwrap().allowed_hosts.is_empty());
+        for bad in ["sse.example.com:443", "a b", "http://x"] {
+            let error = from(&[("ALLOWED_HOSTS", bad)]).unwrap_err();
+            assert!(error.starts_with("ALLOWED_HOSTS: "), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_file_limit_too_low_for_the_settings_is_said() {
+        let config = from(&[("MAX_CLIENTS", "10000"), ("MAX_IN_FLIGHT", "1000")]).unwrap();
+        assert_eq!(file_limit_warning(&config, 11_016), None);
+        let warning = file_limit_warning(&config, 1024).unwrap();
+        assert!(warning.contains("need up to 11016 open files, but this process may open 1024"));
+        // Linux writes the soft limit in the fourth column; this machine has some limit.
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some_and(|n| n > 0));
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! `parse_request` is a pure function over bytes; the socket work is in `read_head`, `read_body`
 //! and `write_response`. Every bad request becomes one [`HttpError`], and `HttpError::status` is
 //! the one place that maps it to a status code. Left out on purpose: keep-alive (every response
-//! but the stream closes the connection), chunked request bodies, and HTTP/2.
+//! closes its connection, the stream included), chunked request bodies (refused with `501`), and
+//! HTTP/2.
 
+use crate::dates::http_date;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The largest request head we read (431 beyond it). Browsers send well under 2 KiB.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -18,6 +20,8 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub enum HttpError {
     /// Not well-formed HTTP; the text says what is wrong.
     BadRequest(&'static str),
+    /// A `Host` this server does not answer to: see [`host_allowed`].
+    UnknownHost,
     /// A cross-origin `POST /publish`: a page on another site sent it from a visitor's browser.
     Forbidden,
     /// No route and no file here.
@@ -26,12 +30,20 @@ pub enum HttpError {
     MethodNotAllowed(&'static str),
     /// A `POST` with no `Content-Length` (we do not read chunked bodies).
     LengthRequired,
+    /// The body did not arrive in time.
+    BodyTimeout,
     /// A `POST` body over the publish limit.
     PayloadTooLarge,
+    /// An `Expect` other than `100-continue`, the only expectation HTTP defines.
+    ExpectationFailed,
     /// A request head over [`MAX_HEAD`].
     HeadTooLarge,
+    /// A body sent with `Transfer-Encoding`, which we do not decode.
+    NotImplemented(&'static str),
     /// Already `MAX_CLIENTS` streams open.
     TooManyClients,
+    /// Already `MAX_IN_FLIGHT` connections being read or answered, each on its own thread.
+    Busy,
 }
 
 impl HttpError {
@@ -42,10 +54,14 @@ impl HttpError {
             HttpError::Forbidden => 403,
             HttpError::NotFound => 404,
             HttpError::MethodNotAllowed(_) => 405,
+            HttpError::BodyTimeout => 408,
             HttpError::LengthRequired => 411,
             HttpError::PayloadTooLarge => 413,
+            HttpError::ExpectationFailed => 417,
+            HttpError::UnknownHost => 421,
             HttpError::HeadTooLarge => 431,
-            HttpError::TooManyClients => 503,
+            HttpError::NotImplemented(_) => 501,
+            HttpError::TooManyClients | HttpError::Busy => 503,
         }
     }
 
@@ -53,16 +69,22 @@ impl HttpError {
     pub fn response(&self) -> Response {
         let status = self.status();
         let detail = match self {
-            HttpError::BadRequest(why) => why,
+            HttpError::BadRequest(why) | HttpError::NotImplemented(why) => why,
+            HttpError::UnknownHost => {
+                "this server answers to localhost, IP addresses and the names in ALLOWED_HOSTS"
+            }
             HttpError::Forbidden => {
                 "Origin does not match Host: cross-origin publishing is refused"
             }
             HttpError::NotFound => "no such route or file",
             HttpError::MethodNotAllowed(_) => "see the Allow header",
             HttpError::LengthRequired => "send the body with a Content-Length",
+            HttpError::BodyTimeout => "the body did not arrive in time",
+            HttpError::ExpectationFailed => "the only expectation understood is 100-continue",
             HttpError::PayloadTooLarge => "the body is over the 64 KiB limit",
             HttpError::HeadTooLarge => "the request head is over 8 KiB",
             HttpError::TooManyClients => "too many open streams, try again later",
+            HttpError::Busy => "too many requests in progress, try again later",
         };
         let body = format!("{status} {}: {detail}\n", reason(status));
         let mut response = Response::new(status, "text/plain; charset=utf-8", body.into_bytes());
@@ -72,6 +94,7 @@ impl HttpError {
                 response.headers.push(("Allow", allow.to_string()))
             }
             HttpError::TooManyClients => response.headers.push(("Retry-After", "10".into())),
+            HttpError::Busy => response.headers.push(("Retry-After", "1".into())),
             _ => {}
         }
         response
@@ -82,8 +105,14 @@ impl HttpError {
 #[derive(Debug)]
 pub struct Request {
     pub method: String,
-    /// The request target as sent, for example `/events?x=1`.
+    /// The request target in origin form, for example `/events?x=1`. A target sent in absolute
+    /// form (`http://host/events?x=1`) is stored as its path and query.
     pub target: String,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: &'static str,
+    /// Who the client thinks it is talking to: the `Host` header, or the authority of an
+    /// absolute-form target, which overrides it (RFC 9112 §3.2.2). `None` only from HTTP/1.0.
+    pub host: Option<String>,
     pub headers: Vec<(String, String)>,
     /// `Content-Length`, if the request had one.
     pub content_length: Option<u64>,
@@ -115,6 +144,8 @@ impl Request {
 /// Returns everything read (the head and perhaps the start of a body) and the length of the head,
 /// or `Ok(None)` if `max` bytes came without a blank line. The whole head must arrive before
 /// `deadline`, not each read: a client trickling one byte a second (slowloris) still times out.
+/// Empty lines before the head are dropped: RFC 9112 §2.2 asks a server to ignore at least one,
+/// which some clients send after a previous request's body.
 pub fn read_head(
     stream: &mut TcpStream,
     deadline: Instant,
@@ -131,6 +162,12 @@ pub fn read_head(
         // Look only at the new bytes and the three before them: the blank line may straddle reads.
         let from = len.saturating_sub(3);
         len += n;
+        if from == 0 {
+            let blank = buf[..len].iter().take_while(|b| matches!(b, b'\r' | b'\n'));
+            let skip = blank.count();
+            buf.copy_within(skip..len, 0);
+            len -= skip;
+        }
         if let Some(end) = head_end(&buf[from..len]) {
             buf.truncate(len);
             return Ok(Some((buf, from + end)));
@@ -172,17 +209,32 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(HttpError::BadRequest("method is not a token"));
     }
-    // Origin form only (`/path?query`): visible ASCII, no spaces. No absolute URLs, no `*`.
-    if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
+    let version = match version {
+        "HTTP/1.1" => "HTTP/1.1",
+        "HTTP/1.0" => "HTTP/1.0",
+        _ => {
+            return Err(HttpError::BadRequest(
+                "only HTTP/1.0 and HTTP/1.1 are spoken here",
+            ));
+        }
+    };
+    // Visible ASCII, no spaces. The origin form (`/path?query`) is what browsers send; the absolute
+    // form (`http://host:3000/path`) is what clients send to a proxy, and RFC 9112 §3.2.2 says a
+    // server must accept it too. Its authority then stands for `Host`. No `*`, no `CONNECT` form.
+    if !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(HttpError::BadRequest(
-            "request target must be a path starting with /",
+            "request target must be visible ASCII",
         ));
     }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(HttpError::BadRequest(
-            "only HTTP/1.0 and HTTP/1.1 are spoken here",
-        ));
-    }
+    let (authority, target) = match split_absolute(target) {
+        Some((authority, path)) => (Some(authority), path),
+        None if target.starts_with('/') => (None, target.to_string()),
+        None => {
+            return Err(HttpError::BadRequest(
+                "request target must be a path starting with /, or an http:// URL",
+            ));
+        }
+    };
 
     let mut headers = Vec::new();
     for line in lines.take_while(|line| !line.is_empty()) {
@@ -204,26 +256,147 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
         headers.push((name.to_string(), value.to_string()));
     }
 
-    // RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without Host.
-    if version == "HTTP/1.1" && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-        return Err(HttpError::BadRequest("HTTP/1.1 request without Host"));
-    }
+    // RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without Host, with two, or
+    // with one that is not a host: two could name two different sites, and the parts of a
+    // server (or a proxy in front) that read different ones disagree about the request.
+    let hosts: Vec<&String> = named(&headers, "host").collect();
+    let host = match hosts[..] {
+        [] if version == "HTTP/1.1" => {
+            return Err(HttpError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        [] => None,
+        [host] if is_host(host) => Some(host.clone()),
+        [_] => return Err(HttpError::BadRequest("Host is not a host[:port]")),
+        _ => return Err(HttpError::BadRequest("more than one Host header")),
+    };
     let content_length = parse_content_length(&headers)?;
+    // RFC 9112 §6.1 and §6.3: `Transfer-Encoding` says how the body is framed, and overrides
+    // `Content-Length`. A request with both is how request smuggling starts (two parsers that
+    // pick different framings see different requests), so it is refused, as is one from
+    // HTTP/1.0, which had no such header. We decode no transfer coding at all: `501`, as §6.1 asks.
+    if named(&headers, "transfer-encoding").next().is_some() {
+        return Err(if content_length.is_some() {
+            HttpError::BadRequest("both Transfer-Encoding and Content-Length")
+        } else if version == "HTTP/1.0" {
+            HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        } else {
+            HttpError::NotImplemented("Transfer-Encoding is not read here: send a Content-Length")
+        });
+    }
+    // RFC 9110 §10.1.1: `100-continue` is the only expectation there is; a server may answer any
+    // other with `417`, and does here, rather than leave a client waiting for something it never
+    // says.
+    if named(&headers, "expect").any(|e| !e.eq_ignore_ascii_case("100-continue")) {
+        return Err(HttpError::ExpectationFailed);
+    }
     Ok(Request {
         method: method.to_string(),
-        target: target.to_string(),
+        target,
+        version,
+        // The authority of an absolute-form target wins over `Host` (RFC 9112 §3.2.2).
+        host: authority.or(host),
         headers,
         content_length,
     })
 }
 
+/// The values of every header called `name`.
+fn named<'a>(
+    headers: &'a [(String, String)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a String> + 'a {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// Splits an absolute-form target, `http://host:3000/events?x=1`, into its authority and the
+/// origin form of the rest, `/events?x=1` (`/` when the path is empty). `None` if it is not one.
+fn split_absolute(target: &str) -> Option<(String, String)> {
+    let (scheme, rest) = target.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(at);
+    if !is_host(authority) || authority.is_empty() {
+        return None;
+    }
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Some((authority.to_string(), path))
+}
+
+/// Whether `text` can be a `Host` value: a name, an IPv4 address or an `[IPv6]` address, then an
+/// optional `:port` (RFC 9110 §7.2, RFC 3986 §3.2.2). Not a full check of each form, but no
+/// user info (`@`), path, space or quote gets through.
+fn is_host(text: &str) -> bool {
+    let (name, port) = split_host_port(text);
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b));
+    name_ok && port.is_none_or(|p| digits(p).is_some_and(|n| n <= 65_535))
+}
+
+/// Splits `host:port` into the host and the port, if there is one: `[::1]:3000` gives `[::1]`
+/// and `3000`, `localhost` gives `localhost` and none.
+pub fn split_host_port(text: &str) -> (&str, Option<&str>) {
+    let after_ipv6 = if text.starts_with('[') {
+        text.find(']').map_or(text.len(), |i| i + 1)
+    } else {
+        0
+    };
+    match text[after_ipv6..].rfind(':') {
+        Some(i) => (&text[..after_ipv6 + i], Some(&text[after_ipv6 + i + 1..])),
+        None => (text, None),
+    }
+}
+
+/// Whether this server answers a request sent to `host` (the `Host` header, port and all): an IP
+/// address, `localhost`, or a name in `allowed` (the `ALLOWED_HOSTS` setting).
+///
+/// Why any check at all: DNS rebinding. A page on `attacker.example` can have that name resolve
+/// to 127.0.0.1 after the page has loaded, and its scripts then reach this server as same-origin
+/// requests (`Host: attacker.example:3000`, and a matching `Origin`), so the `Origin` check of
+/// `POST /publish` lets them through. The attacker controls names, not addresses: a request whose
+/// host is an address, or `localhost`, really was sent to that address. The port is not compared:
+/// a proxy or a port forward in front can change it, and a rebinding attack needs a name anyway.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let (name, _) = split_host_port(host);
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Whether a browser's `Origin` (`http://localhost:3000`) names the same host and port as `host`
+/// (the request's `Host`). A port left out means the scheme's default, on both sides: `Origin`
+/// never writes `:80` for `http`, while a `Host` may. The scheme itself is not compared: behind a
+/// proxy that ends TLS the page is `https://` while this server speaks plain HTTP.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let (origin_name, origin_port) = split_host_port(origin_host);
+    let (host_name, host_port) = split_host_port(host);
+    origin_name.eq_ignore_ascii_case(host_name)
+        && origin_port.unwrap_or(default_port) == host_port.unwrap_or(default_port)
+}
+
 /// RFC 9112 §6.3: Content-Length is digits only; several that disagree make the request invalid.
 fn parse_content_length(headers: &[(String, String)]) -> Result<Option<u64>, HttpError> {
     let mut length = None;
-    for (_, value) in headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
+    for value in named(headers, "content-length") {
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
             return Err(HttpError::BadRequest("Content-Length is not a number"));
         }
@@ -350,6 +523,13 @@ pub fn write_response(
     response: &Response,
     head_only: bool,
 ) -> io::Result<()> {
+    stream.write_all(&response_bytes(response, head_only))?;
+    close_gracefully(stream);
+    Ok(())
+}
+
+/// The bytes of a response: status line, headers, blank line, and the body unless `head_only`.
+pub fn response_bytes(response: &Response, head_only: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
         response.status,
@@ -362,6 +542,8 @@ pub fn write_response(
     if response.status != 204 {
         out.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     }
+    // RFC 9110 §6.6.1: a server with a clock must send the time of the response.
+    out.push_str(&format!("Date: {}\r\n", http_date(SystemTime::now())));
     // One request per connection: simpler than keep-alive, and a browser copes fine. A production
     // server keeps connections open to save the TCP handshake on every request.
     out.push_str("Connection: close\r\n\r\n");
@@ -369,9 +551,7 @@ pub fn write_response(
     if !head_only {
         bytes.extend_from_slice(&response.body);
     }
-    stream.write_all(&bytes)?;
-    close_gracefully(stream);
-    Ok(())
+    bytes
 }
 
 /// Closing a socket that still has unread input makes the kernel send a reset, which can destroy
@@ -399,19 +579,29 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         410 => "Gone",
         411 => "Length Required",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
@@ -520,7 +710,14 @@ mod tests {
 
     #[test]
     fn rejects_targets_that_are_not_paths() {
-        for bad in ["http://example.com/", "*", "/a\u{7f}b", "/é"] {
+        for bad in [
+            "*",
+            "/a\u{7f}b",
+            "/é",
+            "ftp://x/",
+            "example.com",
+            "http:///x",
+        ] {
             assert!(
                 matches!(
                     parse(&format!("GET {bad} HTTP/1.1\r\nHost: a\r\n\r\n")),
@@ -529,6 +726,134 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn absolute_form_targets_are_accepted_and_name_the_host() {
+        let r =
+            parse("GET http://localhost:3000/events?x=1 HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
+        assert_eq!(r.target, "/events?x=1");
+        assert_eq!(r.path(), "/events");
+        assert_eq!(r.host.as_deref(), Some("localhost:3000"));
+        let r = parse("GET HTTP://[::1]:3000?x=1 HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(
+            (r.target.as_str(), r.host.as_deref()),
+            ("/?x=1", Some("[::1]:3000"))
+        );
+        let r = parse("GET / HTTP/1.1\r\nHost: localhost:3000\r\n\r\n").unwrap();
+        assert_eq!(r.host.as_deref(), Some("localhost:3000"));
+        assert_eq!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().host, None);
+    }
+
+    #[test]
+    fn host_must_be_one_host() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            HttpError::BadRequest("more than one Host header")
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n").unwrap_err(),
+            HttpError::BadRequest("more than one Host header")
+        );
+        for bad in ["", "a b", "user@evil", "a/b", "a:port", "a:99999", "\"a\""] {
+            assert_eq!(
+                parse(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")).unwrap_err(),
+                HttpError::BadRequest("Host is not a host[:port]"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_is_refused() {
+        let with = |extra: &str, version: &str| {
+            parse(&format!(
+                "POST /publish {version}\r\nHost: a\r\nTransfer-Encoding: chunked\r\n{extra}\r\n"
+            ))
+            .unwrap_err()
+        };
+        assert_eq!(
+            with("", "HTTP/1.1"),
+            HttpError::NotImplemented("Transfer-Encoding is not read here: send a Content-Length")
+        );
+        assert_eq!(with("", "HTTP/1.1").status(), 501);
+        assert_eq!(
+            with("Content-Length: 5\r\n", "HTTP/1.1"),
+            HttpError::BadRequest("both Transfer-Encoding and Content-Length")
+        );
+        assert_eq!(
+            with("", "HTTP/1.0"),
+            HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        );
+    }
+
+    #[test]
+    fn expect_other_than_100_continue_is_417() {
+        let with = |expect: &str| {
+            parse(&format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: {expect}\r\n\r\n"
+            ))
+        };
+        assert!(with("100-continue").is_ok());
+        assert!(with("100-Continue").is_ok());
+        assert_eq!(with("200-ok").unwrap_err(), HttpError::ExpectationFailed);
+        assert_eq!(HttpError::ExpectationFailed.status(), 417);
+    }
+
+    #[test]
+    fn host_and_port_split() {
+        assert_eq!(
+            split_host_port("localhost:3000"),
+            ("localhost", Some("3000"))
+        );
+        assert_eq!(split_host_port("localhost"), ("localhost", None));
+        assert_eq!(split_host_port("[::1]:3000"), ("[::1]", Some("3000")));
+        assert_eq!(split_host_port("[::1]"), ("[::1]", None));
+        assert_eq!(split_host_port("127.0.0.1:80"), ("127.0.0.1", Some("80")));
+    }
+
+    #[test]
+    fn only_addresses_localhost_and_allowed_names_are_answered() {
+        let allowed = [String::from("sse.example.com")];
+        for ok in [
+            "127.0.0.1:3000",
+            "[::1]:3000",
+            "192.168.1.5",
+            "localhost:3000",
+            "LOCALHOST",
+            "sse.example.com",
+            "SSE.example.com:443",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok:?}");
+        }
+        for refused in [
+            "attacker.example:3000",
+            "example.com",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:3000",
+        ] {
+            assert!(!host_allowed(refused, &allowed), "{refused:?}");
+        }
+        assert!(!host_allowed("sse.example.com", &[]));
+    }
+
+    #[test]
+    fn same_origin_compares_host_and_port_with_default_ports() {
+        assert!(same_origin("http://localhost:3000", "localhost:3000"));
+        assert!(same_origin("http://LocalHost:3000", "localhost:3000"));
+        // A default port may be written in Host; Origin never writes it.
+        assert!(same_origin("http://localhost", "localhost:80"));
+        assert!(same_origin("http://localhost", "localhost"));
+        assert!(same_origin("https://sse.example.com", "sse.example.com"));
+        assert!(same_origin(
+            "https://sse.example.com",
+            "sse.example.com:443"
+        ));
+        assert!(!same_origin("http://localhost", "localhost:443"));
+        assert!(!same_origin("http://localhost:3001", "localhost:3000"));
+        assert!(!same_origin("http://evil.example:3000", "localhost:3000"));
+        assert!(!same_origin("null", "localhost:3000"));
+        assert!(!same_origin("file://x", "x"));
     }
 
     #[test]

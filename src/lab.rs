@@ -12,9 +12,11 @@
 //! | `end_after=N` | ends the stream after `N` events (1 to 1000) |
 //! | `retry=MS` | starts the stream with `retry: MS` (0 to 600000) |
 //! | `run=LABEL` | counts the request under `LABEL`; `GET /lab/seen?run=LABEL` tells how many came |
+//! | `redirect=N` | answers `N` (301, 302, 303, 307 or 308) with `Location:` the same URL without `redirect` |
 
-use crate::http::{HttpError, Response, digits, query_decode};
+use crate::http::{HttpError, Request, Response, digits, query_decode};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub struct Lab {
     pub retry: Option<Duration>,
     /// `run=LABEL`: a label the server counts requests under, so a page can ask how many arrived.
     pub run: Option<String>,
+    /// `redirect=N`: answer this redirect status, to the same URL without the `redirect` switch.
+    pub redirect: Option<u16>,
 }
 
 impl Lab {
@@ -56,6 +60,7 @@ impl Lab {
                 "end_after" => set(&mut lab.end_after, end_after(&value()?))?,
                 "retry" => set(&mut lab.retry, retry(&value()?))?,
                 "run" => set(&mut lab.run, run(value()?))?,
+                "redirect" => set(&mut lab.redirect, redirect(&value()?))?,
                 _ => {}
             }
         }
@@ -146,6 +151,15 @@ fn retry(value: &str) -> Result<Duration, HttpError> {
         ))
 }
 
+fn redirect(value: &str) -> Result<u16, HttpError> {
+    match number(value, 301, 308) {
+        Some(n @ (301 | 302 | 303 | 307 | 308)) => Ok(n as u16),
+        _ => Err(HttpError::BadRequest(
+            "redirect: expected 301, 302, 303, 307 or 308",
+        )),
+    }
+}
+
 fn run(value: String) -> Result<String, HttpError> {
     let label = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     if value.is_empty() || value.len() > 32 || !value.bytes().all(label) {
@@ -180,11 +194,34 @@ pub fn echo(last_event_id: Option<&str>) -> String {
 
 /// What a browser's `EventSource` does with a status other than 200 (§9.2.2-§9.2.3).
 pub fn verdict(status: u16) -> &'static str {
-    if status == 204 {
-        "the browser stops reconnecting (204 is the spec's way to say stop, §9.2.1)"
-    } else {
-        "a browser fails the connection: readyState CLOSED, no retry, whatever Retry-After says"
+    match status {
+        204 => "the browser stops reconnecting (204 is the spec's way to say stop, §9.2.1)",
+        300..=399 => {
+            "a browser follows it, and reconnects to where it led, not to the URL it was given"
+        }
+        _ => {
+            "a browser fails the connection: readyState CLOSED, no retry, whatever Retry-After says"
+        }
     }
+}
+
+/// The answer to `redirect=N`: that status, to the same path and query without `redirect=N`.
+/// Fetch follows redirects for an `EventSource` (its redirect mode is "follow", §9.2.2), and the
+/// target's URL is where every later reconnect goes.
+fn redirect_response(status: u16, request: &Request) -> Response {
+    let rest: Vec<&str> = request
+        .query()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("redirect="))
+        .collect();
+    let location = match rest.join("&") {
+        query if query.is_empty() => request.path().to_string(),
+        query => format!("{}?{query}", request.path()),
+    };
+    let body = format!("{status} (lab): {}\n", verdict(status));
+    let mut response = Response::new(status, "text/plain; charset=utf-8", body.into_bytes());
+    response.headers.push(("Location", location));
+    response
 }
 
 /// The answer to `status=N`: that status, and a one-line body saying what a browser does with it.
@@ -195,11 +232,48 @@ pub fn status_response(status: u16) -> Response {
     }
     let body = format!("{status} (lab): {}\n", verdict(status));
     let mut response = Response::new(status, "text/plain; charset=utf-8", body.into_bytes());
-    // A script or proxy might honour it; an EventSource does not, and the lab shows that.
-    if status == 503 || status == 429 {
-        response.headers.push(("Retry-After", String::from("1")));
+    // RFC 9110 requires a header with four of these statuses (§15.5.2, §15.5.6, §15.5.8,
+    // §15.5.22). Each says what a real server that answered so would: a stream behind a login
+    // (401, or 407 from a proxy), one that takes only POST (some SSE libraries stream over POST,
+    // which `EventSource` cannot send), one that speaks only WebSocket (426). A script or proxy
+    // might honour `Retry-After`; an `EventSource` does not, and the lab shows that.
+    let required = match status {
+        401 => Some(("WWW-Authenticate", "Bearer realm=\"lab\"")),
+        405 => Some(("Allow", "POST")),
+        407 => Some(("Proxy-Authenticate", "Bearer realm=\"lab\"")),
+        426 => Some(("Upgrade", "websocket")),
+        429 | 503 => Some(("Retry-After", "1")),
+        _ => None,
+    };
+    if let Some((name, value)) = required {
+        response.headers.push((name, value.to_string()));
     }
     response
+}
+
+/// Step 0 of `server::stream_events`: reads the switches of one `GET /events`, counts it under its
+/// `run` label, and logs what a lab stream will do. `Err` is the answer to send instead of a
+/// stream: a switch with a bad value (`400`), or the status `status=N` asks for.
+pub fn prepare(
+    request: &Request,
+    runs: &Runs,
+    peer: SocketAddr,
+) -> Result<Lab, Result<Response, HttpError>> {
+    let lab = Lab::parse(request.query()).map_err(Err)?;
+    if let Some(run) = &lab.run {
+        runs.saw(run);
+    }
+    if let Some(status) = lab.status {
+        return Err(Ok(status_response(status)));
+    }
+    if let Some(status) = lab.redirect {
+        return Err(Ok(redirect_response(status, request)));
+    }
+    if lab.is_on() {
+        let (method, target) = (&request.method, &request.target);
+        eprintln!("{peer} {method} {target} -> 200 {}", lab.describe());
+    }
+    Ok(lab)
 }
 
 /// How many `GET /events` requests arrived under each `run` label, for the last 100 labels.

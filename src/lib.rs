@@ -15,12 +15,14 @@
 //! - Plain HTTP, to skim: [`http`] (reading and parsing a request head, writing a response, the
 //!   error-to-status table) and [`static_files`] (the page and its assets from `public/`).
 //! - [`config`]: the settings, and reading them from the environment.
+//! - [`dates`]: the time as RFC 3339 for the ticker and as HTTP's `Date` header.
 //! - [`client`]: the other half, what a browser's `EventSource` does with the bytes: the parser
 //!   and the connection, with its reconnects.
 
 pub mod broadcast;
 pub mod client;
 pub mod config;
+pub mod dates;
 pub mod event;
 pub mod event_log;
 pub mod http;

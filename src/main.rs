@@ -1,6 +1,6 @@
 //! `cargo run`: read the configuration, bind, say where, and serve.
 
-use sse_server::Config;
+use sse_server::{Config, config};
 use std::net::TcpListener;
 use std::process::ExitCode;
 
@@ -12,6 +12,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(warning) =
+        config::open_files_limit().and_then(|limit| config::file_limit_warning(&config, limit))
+    {
+        eprintln!("{warning}");
+    }
     let listener = match TcpListener::bind(config.addr) {
         Ok(listener) => listener,
         Err(e) => {

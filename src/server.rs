@@ -5,16 +5,18 @@
 
 use crate::broadcast::ClientList;
 use crate::config::Config;
+use crate::dates::http_date;
 use crate::event_log::Resume;
 use crate::http::{self, HttpError, Request, Response, query_value};
 use crate::lab::{self, Lab};
 use crate::redis_log::RedisLog;
 use crate::{event, static_files, ticker};
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The largest body `POST /publish` takes: 64 KiB.
 pub const MAX_PUBLISH: u64 = 64 * 1024;
@@ -50,12 +52,14 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
     // the end of the event log whenever something is appended.
     for writer in 0..app.config.writers.max(1) {
         let app = Arc::clone(&app);
-        thread::spawn(move || app.clients.run_writer(writer));
+        start_thread(format!("writer {writer}"), move || {
+            app.clients.run_writer(writer)
+        });
     }
     let ticker_app = Arc::clone(&app);
     // The ticker only appends to the log, and nothing there returns an error: a failed write
     // drops that client, in a writer thread, never the ticker.
-    thread::spawn(move || {
+    start_thread(String::from("ticker"), move || {
         ticker::run(
             &ticker_app.clients,
             ticker_app.config.tick,
@@ -64,26 +68,87 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
         )
     });
 
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(connection) => connection,
             Err(e) => {
-                // Out of file descriptors, for example: wait for some to free up, never give up.
-                eprintln!("accept failed: {e}; retrying in 100 ms");
-                thread::sleep(Duration::from_millis(100));
+                // Out of file descriptors, for example: retrying at once would fail the same way,
+                // as fast as the loop can spin, each time with a log line. Wait, longer each time
+                // in a row (10 ms, doubling, at most 1 s), and never give up.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                eprintln!("accept failed: {e}; retrying in {backoff:?}");
+                thread::sleep(backoff);
                 continue;
             }
         };
+        backoff = Duration::ZERO;
+        // One thread per connection costs memory and a kernel task each, so their number is
+        // capped, here, before a thread is started: the Rust Book gives its web server a thread
+        // pool (chapter 21) for the same reason. Only this loop adds to the count, so reading it
+        // and then adding cannot overshoot.
+        let busy = in_flight.load(Ordering::Relaxed);
+        if busy >= app.config.max_in_flight {
+            refuse_busy(stream, peer, busy);
+            continue;
+        }
+        let counted = InFlight::start(&in_flight);
         let app = Arc::clone(&app);
         // One thread per connection, with a small stack: it parses one request and answers it, or
         // for a stream hands the socket to the client list, then ends. An open stream keeps no
         // thread of its own, only its socket and position in the list.
         let spawned = thread::Builder::new()
+            .name(String::from("connection"))
             .stack_size(64 * 1024)
-            .spawn(move || handle_connection(stream, peer, &app));
+            .spawn(move || {
+                handle_connection(stream, peer, &app);
+                drop(counted);
+            });
         if let Err(e) = spawned {
             eprintln!("{peer}: cannot start a thread ({e}); closing");
         }
+    }
+}
+
+/// Starts one of the threads the server cannot do without, named for what it does (a panic
+/// message or a debugger then says which). Without it the server would run broken, so a failure
+/// here, at start-up, ends the process with a clear message instead.
+fn start_thread(name: String, run: impl FnOnce() + Send + 'static) {
+    if let Err(e) = thread::Builder::new().name(name.clone()).spawn(run) {
+        eprintln!("cannot start the {name} thread: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// One connection thread counted in the accept loop's `in_flight`, until it is dropped: when the
+/// thread ends, returns or panics, or could not be started.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Over `MAX_IN_FLIGHT`: answers `503` with `Retry-After` from the accept loop itself, so it must
+/// not wait. The socket is made non-blocking and the answer, a few hundred bytes, goes into the
+/// kernel's empty send buffer in one write; the request is never read. (Closing a socket with
+/// unread input can make the kernel send a reset, and a client may lose the answer to it: this is
+/// a best effort, and the client sees a refused request either way.)
+fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, busy: usize) {
+    eprintln!("{peer} -> 503: {busy} connections already in flight (MAX_IN_FLIGHT)");
+    let bytes = http::response_bytes(&HttpError::Busy.response(), false);
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = stream.write(&bytes);
+        let _ = stream.shutdown(Shutdown::Write);
     }
 }
 
@@ -120,61 +185,52 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
         Err(e) => return respond(&mut stream, peer, "(malformed request)", Err(e), false, ""),
     };
     let summary = format!("{} {}", request.method, request.target);
-    let response = match (request.method.as_str(), request.path()) {
+    // `HEAD` is `GET` without the body (RFC 9110 §9.3.2): it is routed as `GET` here, in one
+    // place, so no route can forget it, and the body is left out when the answer is written.
+    let head_only = request.method == "HEAD";
+    let method = if head_only { "GET" } else { &request.method };
+    // Every route, the page included: see `http::host_allowed` for the attack this stops.
+    let allowed = |host: &String| http::host_allowed(host, &app.config.allowed_hosts);
+    let response = match (method, request.path()) {
+        _ if !request.host.as_ref().is_none_or(allowed) => Err(HttpError::UnknownHost),
         // `/sse` is the same stream under the name Express tutorials use (README, "Coming from an
         // Express tutorial?").
         ("GET", "/events" | "/sse") => return stream_events(stream, peer, &request, app),
-        (_, "/events" | "/sse") => Err(HttpError::MethodNotAllowed("GET")),
+        (_, "/events" | "/sse") => Err(HttpError::MethodNotAllowed("GET, HEAD")),
         ("POST", "/publish") => publish(&mut stream, &request, &buf[head_len..], deadline, app),
         (_, "/publish") => Err(HttpError::MethodNotAllowed("POST")),
         ("GET", "/lab/seen") => lab_seen(&request, app),
-        (_, "/lab/seen") => Err(HttpError::MethodNotAllowed("GET")),
+        (_, "/lab/seen") => Err(HttpError::MethodNotAllowed("GET, HEAD")),
         #[cfg(test)]
         (_, "/test/panic") => app.clients.panic_while_locked(),
-        ("GET" | "HEAD", path) => static_file(&app.config, path),
+        ("GET", path) => static_file(&app.config, path),
         (_, path) => match static_files::find(&app.config.public_dir, path) {
             Ok(_) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
             Err(e) => Err(e),
         },
     };
-    // `HEAD` gets what `GET` would have, minus the body.
-    respond(
-        &mut stream,
-        peer,
-        &summary,
-        response,
-        request.method == "HEAD",
-        "",
-    );
+    respond(&mut stream, peer, &summary, response, head_only, "");
 }
 
 /// `GET /events`: the Server-Sent Events handshake, then the stream.
 fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app: &App) {
-    let summary = format!("GET {}", request.target);
+    let summary = format!("{} {}", request.method, request.target);
+    let head_only = request.method == "HEAD";
     // Any answer here but the stream fails a browser's EventSource; the log says what it does.
     let refuse = |stream: &mut TcpStream, response: Result<Response, HttpError>| {
         let status = response
             .as_ref()
             .map_or_else(HttpError::status, |r| r.status);
         let note = format!(": {}", lab::verdict(status));
-        respond(stream, peer, &summary, response, false, &note);
+        respond(stream, peer, &summary, response, head_only, &note);
     };
-
-    // Step 0, the lab (lab.rs): switches in the query string that make this stream misbehave on
-    // purpose. A plain `GET /events` has none: `lab` is all `None` and changes nothing below.
-    let lab = match Lab::parse(request.query()) {
+    // Step 0, the lab: query-string switches that make this stream misbehave on purpose
+    // (lab.rs). A plain `GET /events` has none, and `lab` changes nothing below: on a first
+    // read, skip every line that mentions `lab`.
+    let lab = match lab::prepare(request, &app.runs, peer) {
         Ok(lab) => lab,
-        Err(e) => return refuse(&mut stream, Err(e)),
+        Err(answer) => return refuse(&mut stream, answer),
     };
-    if let Some(run) = &lab.run {
-        app.runs.saw(run);
-    }
-    if let Some(status) = lab.status {
-        return refuse(&mut stream, Ok(lab::status_response(status)));
-    }
-    if lab.is_on() {
-        eprintln!("{peer} {summary} -> 200 {}", lab.describe());
-    }
 
     // Step 1: the response head. `200` with `Content-Type: text/event-stream` is what an
     // `EventSource` checks before reading a single event; any other status or type "fails the
@@ -187,10 +243,18 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // Tell nginx, which reads the next header, not to buffer it either.
     handshake += "Cache-Control: no-cache, no-transform\r\n";
     handshake += "X-Accel-Buffering: no\r\n";
+    handshake += &format!("Date: {}\r\n", http_date(SystemTime::now()));
     // No Content-Length and no chunking: the body runs until the connection closes (RFC 9112
     // §6.3), so every frame reaches the browser the moment it is written (§9.2.7 warns that
-    // chunking done by a layer unaware of the timing can hold events back).
-    handshake += "\r\n";
+    // chunking done by a layer unaware of the timing can hold events back). The server is the
+    // one that closes, in the end, and says so (RFC 9112 §9.6).
+    handshake += "Connection: close\r\n\r\n";
+    if head_only {
+        // `HEAD /events`: the head a `GET` gets, and nothing after it.
+        eprintln!("{peer} {summary} -> 200 OK");
+        let _ = stream.write_all(handshake.as_bytes());
+        return;
+    }
 
     // Step 2: the first frame sets the browser's reconnection delay (§9.2.6 "retry").
     handshake += &event::retry(lab.retry.unwrap_or(app.config.retry).as_millis());
@@ -284,12 +348,8 @@ fn publish(
     // out of the comparison: behind a proxy that ends TLS the page is `https://` while this
     // server speaks plain HTTP.
     if let Some(origin) = request.header("origin") {
-        let origin_host = origin
-            .split_once("://")
-            .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
-            .map(|(_, host)| host);
-        let same = origin_host.zip(request.header("host"));
-        if !same.is_some_and(|(origin, host)| origin.eq_ignore_ascii_case(host)) {
+        let host = request.host.as_deref().unwrap_or_default();
+        if !http::same_origin(origin, host) {
             return Err(HttpError::Forbidden);
         }
     }
@@ -298,15 +358,20 @@ fn publish(
         return Err(HttpError::PayloadTooLarge);
     }
     // A client that sent `Expect: 100-continue` (curl does, for large bodies) waits for this
-    // before sending the body (RFC 9110 §10.1.1). We only say it once the body is known to be welcome.
-    let expects_continue = request
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    // before sending the body (RFC 9110 §10.1.1). We only say it once the body is known to be
+    // welcome, and never to an HTTP/1.0 client, which has no such status and would take it for
+    // the answer.
+    let expects_continue = request.version == "HTTP/1.1" && request.header("expect").is_some();
     if expects_continue && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return Err(HttpError::BadRequest("connection failed before the body"));
     }
-    let body = http::read_body(stream, already_read, len as usize, deadline)
-        .map_err(|_| HttpError::BadRequest("body shorter than Content-Length, or too slow"))?;
+    let body =
+        http::read_body(stream, already_read, len as usize, deadline).map_err(|e| {
+            match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HttpError::BodyTimeout,
+                _ => HttpError::BadRequest("body shorter than Content-Length"),
+            }
+        })?;
     let text = String::from_utf8(body).map_err(|_| HttpError::BadRequest("body is not UTF-8"))?;
     let id = match &app.redis {
         None => app.clients.append(Some("publish"), &text),
@@ -398,11 +463,11 @@ mod tests {
             ..Config::default()
         };
         thread::spawn(move || serve(listener, config));
-        let mut before = send(addr, b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut before = send(addr, b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n");
         read_ticks(&mut before, 1);
 
         // One connection's thread panics with the client list locked: the mutex is now poisoned.
-        let mut doomed = send(addr, b"GET /test/panic HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut doomed = send(addr, b"GET /test/panic HTTP/1.1\r\nHost: localhost\r\n\r\n");
         assert_eq!(
             doomed.read(&mut [0; 16]).unwrap(),
             0,
@@ -411,11 +476,11 @@ mod tests {
 
         // The ticker goes on, the old client still receives, a new one connects, publish works.
         read_ticks(&mut before, 3);
-        let mut after = send(addr, b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut after = send(addr, b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n");
         read_ticks(&mut after, 2);
         let mut publisher = send(
             addr,
-            b"POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok",
+            b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nok",
         );
         let mut response = [0; 12];
         publisher.read_exact(&mut response).unwrap();

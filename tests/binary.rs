@@ -224,7 +224,7 @@ fn each_drop_line_gives_the_count_as_it_was_then() {
 
 #[test]
 fn accepting_survives_running_out_of_file_descriptors() {
-    // 48 open files: room for some 40 streams. Connect 80; the rest wait in the listen queue while
+    // 48 open files: room for some 40 streams, far below what the default MAX_CLIENTS asks for. Connect 80; the rest wait in the listen queue while
     // every accept fails with "Too many open files".
     let mut limited = Command::new("sh");
     limited
@@ -237,20 +237,36 @@ fn accepting_survives_running_out_of_file_descriptors() {
         .map(|_| {
             let mut stream = common::connect(addr);
             stream
-                .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+                .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .unwrap();
             stream
         })
         .collect();
-    let out_of_files = (0..500)
-        .filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok())
-        .find(|line| line.starts_with("accept failed: "));
-    let out_of_files = out_of_files.expect("the server never ran out of file descriptors");
+    // It said at start-up that the limit is too low for its settings.
+    let mut lines = (0..500).filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok());
+    let warning = lines.find(|line| line.starts_with("warning: "));
+    let warning = warning.expect("no warning about the file limit");
     assert!(
-        out_of_files.contains("Too many open files")
-            && out_of_files.ends_with("; retrying in 100 ms"),
-        "{out_of_files}"
+        warning.contains("need up to 11016 open files, but this process may open 48 (ulimit -n)"),
+        "{warning}"
     );
+    // Each failed accept in a row waits twice as long as the one before, from 10 ms.
+    let failures: Vec<String> = lines
+        .filter(|line| line.starts_with("accept failed: "))
+        .take(3)
+        .collect();
+    assert_eq!(
+        failures.len(),
+        3,
+        "the server never ran out of file descriptors"
+    );
+    for (line, wait) in failures.iter().zip(["10ms", "20ms", "40ms"]) {
+        assert!(
+            line.contains("Too many open files")
+                && line.ends_with(&format!("; retrying in {wait}")),
+            "{line}"
+        );
+    }
 
     // The clients leave; the server notices on its next writes, and accepts again.
     drop(streams);
@@ -261,10 +277,56 @@ fn accepting_survives_running_out_of_file_descriptors() {
             break response;
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         page.starts_with("HTTP/1.1 200 OK\r\n"),
         "not serving again: {page}"
     );
+
+    // A success ends the run of failures: the next one waits 10 ms again.
+    let _ = stderr.try_iter().count();
+    let streams: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| {
+            let mut stream = common::connect(addr);
+            let _ = stream.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            stream
+        })
+        .collect();
+    let again = (0..500)
+        .filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|line| line.starts_with("accept failed: "));
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(streams);
+    let again = again.expect("the server never ran out of file descriptors again");
+    assert!(again.ends_with("; retrying in 10ms"), "{again}");
+}
+
+/// `examples/minimal.rs`, which `cargo test` builds beside the server binary.
+fn minimal() -> Command {
+    let server = std::path::Path::new(env!("CARGO_BIN_EXE_sse-server"));
+    let dir = server.parent().expect("the binary's folder");
+    let example = dir.join("examples").join("minimal");
+    assert!(
+        example.exists(),
+        "{} is missing: a whole `cargo test` builds the examples, a run of one test file does not \
+         (`cargo build --examples` first)",
+        example.display()
+    );
+    Command::new(example)
+}
+
+#[test]
+fn the_minimal_example_streams_an_event_at_once() {
+    let (mut child, addr, _stderr) = launch(minimal());
+    let mut stream = common::connect(addr);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let expected = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\ndata: tick 1\n\n";
+    let mut got = vec![0; expected.len()];
+    let read = std::io::Read::read_exact(&mut stream, &mut got);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("the head and the first event, at once");
+    assert_eq!(String::from_utf8_lossy(&got), expected);
 }

@@ -4,9 +4,10 @@
 //! each message JSON ending in a NUL byte. `sh` maps those onto the child's stdin and stdout, so
 //! std's `Command` is all we need. The test reads the rendered DOM, never the page's source.
 //!
-//! Every run saves screenshots to `target/tmp/` (`screenshot.png`, the page; `lab.png`, the lab after
-//! its first experiment); `UPDATE_SCREENSHOT=1 cargo test --test browser` also copies them to
-//! `public/`, where the README shows them.
+//! Every run saves screenshots to `target/tmp/` (`screenshot.png`, the page's first screen at
+//! 1280 x 900; `lab.png`, experiments 7 and 8 with their outputs; `lab-phone.png`, experiment 1 at
+//! 390 px; `lab-dark.png`, experiment 4 in dark mode); `UPDATE_SCREENSHOT=1 cargo test --test
+//! browser` also copies them to `public/`, where the README shows them.
 
 mod common;
 use sse_server::Config;
@@ -181,17 +182,35 @@ impl Chromium {
         }
     }
 
-    /// Saves a PNG of the page's top 1100 x 1150 pixels, or with `selector`, of that element.
-    fn screenshot(&mut self, path: &Path, selector: Option<&str>) {
+    /// Sets the viewport: `width` x `height` CSS pixels; `mobile` as a phone's browser would.
+    fn viewport(&mut self, width: u32, height: u32, mobile: bool) {
         self.call(
             "Emulation.setDeviceMetricsOverride",
-            r#"{"width":1100,"height":1150,"deviceScaleFactor":1,"mobile":false}"#,
+            &format!(
+                r#"{{"width":{width},"height":{height},"deviceScaleFactor":1,"mobile":{mobile}}}"#
+            ),
         );
+    }
+
+    /// Makes the page see `prefers-color-scheme: dark` (or light again).
+    fn dark(&mut self, dark: bool) {
+        let value = if dark { "dark" } else { "light" };
+        self.call(
+            "Emulation.setEmulatedMedia",
+            &format!(r#"{{"features":[{{"name":"prefers-color-scheme","value":"{value}"}}]}}"#),
+        );
+    }
+
+    /// Saves a PNG of the viewport, or with `selector`, of the elements it matches, from the top
+    /// of the first to the bottom of the last, whole even where they run below the viewport.
+    fn screenshot(&mut self, path: &Path, selector: Option<&str>) {
+        // Only the tab in front is painted: asked for a background tab, Chromium did not answer.
+        self.call("Page.bringToFront", "{}");
         let params = match selector {
             None => String::from(r#"{"format":"png"}"#),
             Some(selector) => {
                 let clip = self.eval(&format!(
-                    "(r => JSON.stringify({{x: r.x, y: r.y + scrollY, width: r.width, height: r.height, scale: 1}}))(document.querySelector({}).getBoundingClientRect())",
+                    "(rs => JSON.stringify({{x: Math.min(...rs.map(r => r.x)), y: rs[0].y + scrollY, width: Math.max(...rs.map(r => r.right)) - Math.min(...rs.map(r => r.x)), height: rs.at(-1).bottom - rs[0].y, scale: 1}}))([...document.querySelectorAll({})].map(e => e.getBoundingClientRect()))",
                     json_quote(selector)
                 ));
                 format!(r#"{{"format":"png","captureBeyondViewport":true,"clip":{clip}}}"#)
@@ -328,7 +347,32 @@ fn page_shows_the_stream_in_a_real_browser() {
         "100"
     );
 
+    // The first screen at 1280 x 900: the log beside the connection, not below it.
+    page.viewport(1280, 900, false);
+    let top =
+        page.eval("String(Math.round(document.getElementById('log').getBoundingClientRect().top))");
+    let top: u32 = top.parse().expect("a number");
+    assert!(top < 450, "the log starts {top} px down");
     take_screenshot(&mut page, other);
+
+    // A `gap` stands out in the log and says what it means. (Dispatched on the page's own
+    // EventSource, through the same listener a real one reaches: a real gap needs a reconnect
+    // with an id the server does not have, which lab experiment 8 shows.)
+    page.eval(
+        r#"import('/app.js').then(app => app.mainSource().dispatchEvent(new MessageEvent('gap', {data: '{"last_event_id":"5-0","resume_from":"7-0"}'}))); 'ok'"#,
+    );
+    let note = page.wait_for(
+        "document.querySelector('#log .type-gap .note')?.textContent ?? ''",
+        |v| !v.is_empty(),
+    );
+    assert_eq!(
+        note,
+        "gap: the server does not have the events after 5-0 (trimmed, or the id is not one of this run's); replaying from 7-0, the oldest event it keeps."
+    );
+    assert_eq!(
+        page.eval("getComputedStyle(document.querySelector('#log .type-gap')).borderLeftStyle"),
+        "solid"
+    );
 
     // An Express tutorial's page code, unchanged: `/sse`, `onmessage`, `JSON.parse(e.data).message`.
     page.eval(
@@ -463,21 +507,27 @@ fn base64_and_json_helpers() {
     assert_eq!(json_quote("a\"b\n"), r#""a\"b\n""#);
 }
 
-/// The lab's timeline as the page drew it: one row per thing the browser fired, each as
-/// `[ms, stream, fired, type, lastEventId, data, readyState]`.
-fn timeline(page: &mut Chromium) -> Vec<Vec<String>> {
-    let rows = page.eval(
-        "[...document.querySelectorAll('#lab-timeline tr')].map(tr => [...tr.cells].map(td => td.textContent).join('\\t')).join('\\n')",
-    );
+/// JavaScript for the newest output box of experiment `name`, then `rest` (a selector inside it).
+fn newest(name: &str, rest: &str) -> String {
+    format!("document.querySelector('#runs-{name} > .run:first-child {rest}')")
+}
+
+/// The timelines of the newest run of experiment `name`, as the page drew them: one row per thing
+/// the browser fired, each as `[ms, stream, fired, type, lastEventId, data, readyState]`.
+fn timeline(page: &mut Chromium, name: &str) -> Vec<Vec<String>> {
+    let rows = page.eval(&format!(
+        "[...document.querySelectorAll('#runs-{name} > .run:first-child tbody tr')].map(tr => [...tr.cells].map(td => td.textContent).join('\\t')).join('\\n')"
+    ));
     rows.lines()
         .map(|row| row.split('\t').map(String::from).collect())
         .collect()
 }
 
 /// The rows of one stream, as `fired readyState` or, for an event, `fired data readyState`.
+/// The row that counts events not drawn (`more`) is left out.
 fn rows_of(rows: &[Vec<String>], stream: &str) -> Vec<String> {
     rows.iter()
-        .filter(|row| row[1] == stream)
+        .filter(|row| row[1] == stream && row[2] != "more")
         .map(|row| match row[2].as_str() {
             fired @ ("open" | "error") => format!("{fired} {}", row[6]),
             fired => {
@@ -496,21 +546,62 @@ fn click(page: &mut Chromium, selector: &str) {
     ));
 }
 
-fn text_of(page: &mut Chromium, id: &str) -> String {
-    page.eval(&format!("document.getElementById('{id}').textContent"))
+/// The text of the newest run's `part` (`.result`, `.states`, ...) of experiment `name`.
+fn text_of(page: &mut Chromium, name: &str, part: &str) -> String {
+    page.eval(&format!("{}?.textContent ?? ''", newest(name, part)))
+}
+
+/// Clicks button `n` (from 0) of the newest run's own controls.
+fn control(page: &mut Chromium, name: &str, n: usize) {
+    page.eval(&format!(
+        "document.querySelectorAll('#runs-{name} > .run:first-child .buttons button')[{n}].click(); 'ok'"
+    ));
 }
 
 /// Runs an experiment and waits for the result line that says it is over.
 fn run_experiment(page: &mut Chromium, name: &str, done: &str) -> String {
     click(page, &format!("[data-run={name}]"));
-    wait_result(page, done)
+    wait_result(page, name, done)
 }
 
-/// Waits for the lab's result line to start with `done`.
-fn wait_result(page: &mut Chromium, done: &str) -> String {
-    page.wait_for("document.getElementById('lab-result').textContent", |v| {
-        v.starts_with(done)
-    })
+/// Waits for the result line of the newest run of `name` to start with `done`.
+fn wait_result(page: &mut Chromium, name: &str, done: &str) -> String {
+    page.wait_for(
+        &format!("{}?.textContent ?? ''", newest(name, ".result")),
+        |v| v.starts_with(done),
+    )
+}
+
+#[test]
+fn a_browser_reconnects_to_where_a_redirect_led() {
+    if !have_chromium("a_browser_reconnects_to_where_a_redirect_led") {
+        return;
+    }
+    // What README's lab table says of `redirect=N`, and `client.rs` does: the reconnect after a
+    // redirect goes to its target. Ticks every 50 ms end the `end_after=1` stream at once.
+    let addr = common::start(common::config());
+    let mut page = Chromium::open(&format!("http://{addr}/"));
+    page.wait_for("document.getElementById('state').textContent", |v| {
+        v == "OPEN"
+    });
+    let url = page.eval(
+        "window.opens = 0; \
+         const es = new EventSource('/events?redirect=307&end_after=1&retry=200&run=redirect'); \
+         es.onopen = () => { if (++window.opens === 2) es.close(); }; es.url",
+    );
+    page.wait_for("String(window.opens)", |v| v == "2");
+    // The URL the page gave stays the EventSource's url.
+    assert_eq!(
+        url,
+        format!("http://{addr}/events?redirect=307&end_after=1&retry=200&run=redirect")
+    );
+    // The redirect, its target, and the reconnect to the target: three requests carried the
+    // label. A reconnect to the URL first given would have made four (redirect, target twice).
+    let seen = common::raw_text(
+        addr,
+        &format!("GET /lab/seen?run=redirect HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert!(seen.ends_with("\r\n\r\n3\n"), "{seen}");
 }
 
 #[test]
@@ -524,63 +615,102 @@ fn lab_experiments_show_what_the_spec_predicts() {
     });
     let url = format!("http://{addr}/");
     let mut page = Chromium::open(&url);
+    page.viewport(1280, 900, false);
     page.wait_for("document.getElementById('state').textContent", |v| {
         v == "OPEN"
     });
 
     // 6. Seven streams: the page's own and six more. The browser holds the sixth back.
     click(&mut page, "[data-run=seven]");
-    let five_open = "#1 OPEN · #2 OPEN · #3 OPEN · #4 OPEN · #5 OPEN · #6 CONNECTING";
-    page.wait_for("document.getElementById('lab-states').textContent", |v| {
-        v == five_open
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(text_of(&mut page, "lab-states"), five_open, "still waiting");
-    // A publish from this page needs a connection too, and waits.
-    page.eval("[...document.querySelectorAll('#lab-controls button')][1].click(); 'ok'");
+    let five_open = "A OPEN · B OPEN · C OPEN · D OPEN · E OPEN · F CONNECTING";
+    page.wait_for(
+        &format!("{}.textContent", newest("seven", ".states")),
+        |v| v == five_open,
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
-        text_of(&mut page, "lab-result"),
-        "Publish: waiting for a free connection…"
+        text_of(&mut page, "seven", ".states"),
+        five_open,
+        "still waiting"
     );
-    // Each stream closed lets one waiting request through: the sixth stream and the publish.
-    for _ in 0..2 {
-        page.eval("[...document.querySelectorAll('#lab-controls button')][0].click(); 'ok'");
-    }
-    page.wait_for("document.getElementById('lab-states').textContent", |v| {
-        v == "#1 CLOSED · #2 CLOSED · #3 OPEN · #4 OPEN · #5 OPEN · #6 OPEN"
-    });
-    let published = page.wait_for("document.getElementById('lab-result').textContent", |v| {
-        v.starts_with("Publish: sent (204) after ")
-    });
+    // A publish from this page needs a connection too, and waits.
+    control(&mut page, "seven", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting = "Publish: waiting for a free connection…";
+    assert_eq!(text_of(&mut page, "seven", ".result"), waiting);
+    // One stream closed lets the sixth stream through (it asked first), not the publish.
+    control(&mut page, "seven", 0);
+    page.wait_for(
+        &format!("{}.textContent", newest("seven", ".states")),
+        |v| v == "A CLOSED · B OPEN · C OPEN · D OPEN · E OPEN · F OPEN",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(text_of(&mut page, "seven", ".result"), waiting);
+    // A second one lets the publish through.
+    control(&mut page, "seven", 0);
+    let published = wait_result(&mut page, "seven", "Publish: sent (204) after ");
     assert!(published.ends_with(" ms."), "{published}");
-    click(&mut page, "#lab-stop");
+    click(&mut page, "#runs-seven > .run:first-child .run-head button");
+
+    // A second run of 6, and a publish left waiting when experiment 7 starts and stops it: the
+    // publish's answer goes into the box of the run that sent it, never into 7's.
+    click(&mut page, "[data-run=seven]");
+    page.wait_for(
+        &format!("{}.textContent", newest("seven", ".states")),
+        |v| v == five_open,
+    );
+    control(&mut page, "seven", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(text_of(&mut page, "seven", ".result"), waiting);
 
     // 7. The raw bytes through fetch(): the head's type, the retry frame, events with their line
     // ends shown. It is one more client while it runs.
     click(&mut page, "[data-run=bytes]");
+    wait_result(&mut page, "seven", "Publish: sent (204) after ");
+    assert_eq!(
+        page.eval("String(document.querySelectorAll('#runs-seven > .run').length)"),
+        "2",
+        "the first run's output stays"
+    );
+    assert_eq!(
+        text_of(&mut page, "seven", ".status"),
+        "stopped: another run started"
+    );
     page.wait_for("document.getElementById('clients').textContent", |v| {
         v == "2"
     });
-    let read = wait_result(&mut page, "Read ");
+    let read = wait_result(&mut page, "bytes", "Read ");
     assert!(
         read.ends_with(
             " bytes in 4 s. The fetch is aborted now, and the client count goes back down."
         ),
         "{read}"
     );
-    let bytes = text_of(&mut page, "lab-bytes");
+    // The element's text is exactly the bytes that arrived, after one line the page wrote.
+    let bytes = text_of(&mut page, "bytes", ".bytes");
+    let (head, body) = bytes
+        .split_once("\n\n")
+        .expect("the page's line, then the bytes");
+    assert_eq!(head, "HTTP 200, Content-Type: text/event-stream");
     assert!(
-        bytes.starts_with(
-            "HTTP 200, Content-Type: text/event-stream\n\nretry: 3000␊\n␊\nevent: clients␊\ndata: "
-        ),
-        "{bytes}"
+        body.starts_with("retry: 3000\n\nevent: clients\ndata: "),
+        "{body}"
     );
-    assert!(
-        bytes.contains("␊\nevent: clients␊\ndata: 2␊\n␊\n"),
-        "{bytes}"
+    assert!(body.contains("\n\nevent: clients\ndata: 2\n\n"), "{body}");
+    assert!(body.contains("\ndata: {\"time\":\"20"), "{body}");
+    // Each line feed has its box just before it, drawn by CSS, with no font needed.
+    let boxes = page.eval(&format!(
+        "String({}.querySelectorAll('.lf').length)",
+        newest("bytes", ".bytes")
+    ));
+    assert_eq!(boxes, body.matches('\n').count().to_string());
+    assert_eq!(
+        page.eval(&format!(
+            "getComputedStyle({}.querySelector('.lf'), '::after').content",
+            newest("bytes", ".bytes")
+        )),
+        "\"LF\""
     );
-    assert!(bytes.contains("␊\ndata: {\"time\":\"20"), "{bytes}");
     page.wait_for("document.getElementById('clients').textContent", |v| {
         v == "1"
     });
@@ -588,7 +718,7 @@ fn lab_experiments_show_what_the_spec_predicts() {
     // 1. The stream ends after 3 events, and comes back a second later with the last id it saw.
     let ended = run_experiment(&mut page, "ends", "3 connections. ");
     assert!(ended.contains(": no gap, no duplicate. "), "{ended}");
-    let rows = timeline(&mut page);
+    let rows = timeline(&mut page, "ends");
     let a: Vec<&Vec<String>> = rows.iter().filter(|row| row[1] == "A").collect();
     let summary = rows_of(&rows, "A");
     // Each connection: open, the lab echo, the current count (no id, not one of the 3), three
@@ -612,11 +742,7 @@ fn lab_experiments_show_what_the_spec_predicts() {
         }
     }
     // The page's own stream got every tick: the lab stream's nine are a run of them, in order.
-    let main: Vec<String> = page
-        .eval("[...document.querySelectorAll('#log .type-message dd:nth-of-type(2)')].map(dd => dd.textContent).reverse().join(' ')")
-        .split(' ')
-        .map(String::from)
-        .collect();
+    let main = main_ids(&mut page);
     let first = main
         .iter()
         .position(|id| *id == ids[0])
@@ -632,53 +758,163 @@ fn lab_experiments_show_what_the_spec_predicts() {
         );
     }
 
-    save_screenshot(&mut page, "lab.png", Some("#lab"));
+    // 8. Resume with `after=`: A after an id the page got, B after one older than anything kept.
+    let resumed = run_experiment(&mut page, "resume", "A, after=");
+    let legend = text_of(&mut page, "resume", ".legend");
+    let chosen = legend
+        .split_once("/events?after=")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .expect("A's URL in the legend")
+        .0
+        .to_string();
+    let main = main_ids(&mut page);
+    let at = main
+        .iter()
+        .position(|id| *id == chosen)
+        .expect("an id the page's own stream got");
+    let rows = timeline(&mut page, "resume");
+    let a = rows_of(&rows, "A");
+    assert_eq!(a[0], "open OPEN", "{a:#?}");
+    assert!(a[1].starts_with("clients "), "{a:#?}");
+    assert!(!a.iter().any(|row| row.starts_with("gap")), "{a:#?}");
+    // A's events carry on from the one right after the id it gave, with the same ids.
+    let a_ids: Vec<&String> = rows
+        .iter()
+        .filter(|row| row[1] == "A" && row[3] == "message")
+        .map(|row| &row[4])
+        .collect();
+    assert_eq!(a_ids[..3], main[at + 1..at + 4].iter().collect::<Vec<_>>());
+    assert!(
+        resumed.starts_with(&format!(
+            "A, after={chosen}: no gap; the 3 events the page got after it came again with their ids ({}), then ",
+            main[at + 1..at + 4].join(", ")
+        )),
+        "{resumed}"
+    );
+    // B's first event is the gap, naming the id it asked for and the oldest kept, where the replay starts.
+    let b = rows_of(&rows, "B");
+    assert_eq!(b[0], "open OPEN", "{b:#?}");
+    let gap = b[1]
+        .strip_prefix("gap {\"last_event_id\":\"1-0\",\"resume_from\":\"")
+        .and_then(|rest| rest.strip_suffix("\"} OPEN"))
+        .unwrap_or_else(|| panic!("a gap first: {b:#?}"));
+    assert!(b[2].starts_with("clients "), "{b:#?}");
+    let b_first = rows
+        .iter()
+        .find(|row| row[1] == "B" && row[3] == "message")
+        .expect("B's first tick");
+    assert_eq!(b_first[4], gap);
+    assert!(
+        resumed.contains(&format!(
+            " B, after=1-0: first a gap (data {{\"last_event_id\":\"1-0\",\"resume_from\":\"{gap}\"}}), then "
+        )),
+        "{resumed}"
+    );
+    assert!(
+        resumed.ends_with(": from the oldest event kept, as the gap said."),
+        "{resumed}"
+    );
+    // Everything kept came: more than the rows B draws, so one row counts the rest.
+    assert!(
+        rows.iter().any(|row| row[1] == "B" && row[2] == "more"),
+        "{rows:#?}"
+    );
 
-    // 2, 3 and 4 each wait 6 s for a reconnect that must not come: three tabs, at once.
+    // Every run's output stays under its card, where it was started.
+    for name in ["seven", "bytes", "ends", "resume"] {
+        let card = page.eval(&format!(
+            "document.getElementById('runs-{name}').closest('li').querySelector('[data-run]').dataset.run"
+        ));
+        assert_eq!(card, name);
+    }
+    save_screenshot(
+        &mut page,
+        "lab.png",
+        Some("li:has(#runs-bytes), li:has(#runs-resume)"),
+    );
+
+    // At phone width the timeline scrolls sideways in its own box, not the page; no cell wraps,
+    // so every row (one line of text each here) is as tall as the header.
+    page.viewport(390, 844, true);
+    let table = format!("{}.closest('table')", newest("ends", "tbody"));
+    let heights = page.eval(&format!(
+        "[...{table}.rows].map(tr => tr.offsetHeight).join(' ')"
+    ));
+    let header = heights.split(' ').next().unwrap_or_default();
+    assert!(
+        heights.split(' ').all(|h| h == header),
+        "a row wrapped: {heights}"
+    );
+    let wide = page.eval(&format!(
+        "(w => String(w.scrollWidth > w.clientWidth && w.clientWidth < 390))({table}.closest('.table-wrap'))"
+    ));
+    assert_eq!(wide, "true", "the table is wider than its box");
+    assert_eq!(
+        page.eval("String(document.documentElement.scrollWidth)"),
+        "390",
+        "the page itself does not scroll sideways"
+    );
+    save_screenshot(&mut page, "lab-phone.png", Some("li:has(#runs-ends)"));
+    page.viewport(1280, 900, false);
+
+    // 2, 3 and 4 each wait 6 s for a reconnect that must not come, and 5 runs for 8 s: four tabs,
+    // at once. The browser's six connections are shared by all tabs: the other tabs close their
+    // own stream first, so every lab stream gets a connection at once.
     let first = page.session.clone();
-    let second = page.open_tab(&url);
-    let third = page.open_tab(&url);
-    for (tab, experiment) in [
-        (&first, "no-content"),
-        (&second, "refused"),
-        (&third, "type"),
-    ] {
+    let mut tabs = vec![first.clone()];
+    for _ in 0..3 {
+        tabs.push(page.open_tab(&url));
+    }
+    for (i, (tab, experiment)) in tabs
+        .iter()
+        .zip(["no-content", "refused", "type", "retry"])
+        .enumerate()
+    {
         page.switch_to(tab);
         page.wait_for("document.getElementById('state').textContent", |v| {
             v == "OPEN"
         });
+        if i > 0 {
+            click(&mut page, "#close");
+        }
         click(&mut page, &format!("[data-run={experiment}]"));
     }
+    let [_, second, third, fourth] = &tabs[..] else {
+        unreachable!()
+    };
     page.switch_to(&first);
-    let after = wait_result(&mut page, "After ");
+    let after = wait_result(&mut page, "no-content", "After ");
     assert_eq!(
         after,
-        "After 6 s: 204: readyState CLOSED, the server saw 1 request."
+        "After 6 s: A (204): readyState CLOSED, the server saw 1 request."
     );
-    assert_eq!(rows_of(&timeline(&mut page), "204"), ["error CLOSED"]);
+    assert_eq!(
+        rows_of(&timeline(&mut page, "no-content"), "A"),
+        ["error CLOSED"]
+    );
 
-    page.switch_to(&second);
-    let after = wait_result(&mut page, "After ");
+    page.switch_to(second);
+    let after = wait_result(&mut page, "refused", "After ");
     assert_eq!(
         after,
-        "After 6 s: 503: readyState CLOSED, the server saw 1 request. 404: readyState CLOSED, the server saw 1 request."
+        "After 6 s: A (503): readyState CLOSED, the server saw 1 request. B (404): readyState CLOSED, the server saw 1 request."
     );
-    let rows = timeline(&mut page);
-    assert_eq!(rows_of(&rows, "503"), ["error CLOSED"]);
-    assert_eq!(rows_of(&rows, "404"), ["error CLOSED"]);
+    let rows = timeline(&mut page, "refused");
+    assert_eq!(rows_of(&rows, "A"), ["error CLOSED"]);
+    assert_eq!(rows_of(&rows, "B"), ["error CLOSED"]);
 
-    page.switch_to(&third);
-    let after = wait_result(&mut page, "After ");
+    page.switch_to(third);
+    let after = wait_result(&mut page, "type", "After ");
     let accepted = "text/event-stream;charset=utf-8";
     assert!(
         after.starts_with(&format!(
-            "After 6 s: text/plain: readyState CLOSED, the server saw 1 request. {accepted}: readyState "
+            "After 6 s: A (text/plain): readyState CLOSED, the server saw 1 request. B ({accepted}): readyState "
         )),
         "{after}"
     );
-    let rows = timeline(&mut page);
-    assert_eq!(rows_of(&rows, "text/plain"), ["error CLOSED"]);
-    let charset = rows_of(&rows, accepted);
+    let rows = timeline(&mut page, "type");
+    assert_eq!(rows_of(&rows, "A"), ["error CLOSED"]);
+    let charset = rows_of(&rows, "B");
     assert_eq!(charset[0], "open OPEN", "{charset:?}");
     assert_eq!(
         charset[1],
@@ -690,4 +926,54 @@ fn lab_experiments_show_what_the_spec_predicts() {
         opens >= 3,
         "accepted, ended, reconnected every second: {charset:#?}"
     );
+
+    // 5. Each reconnect waits at least the retry time the stream asked for.
+    page.switch_to(fourth);
+    // The result line is redrawn every 500 ms; the last one ends with a note.
+    let retried = page.wait_for(
+        &format!("{}.textContent", newest("retry", ".result")),
+        |v| v.ends_with(". (Each delay runs from the error to the next open.)"),
+    );
+    assert!(
+        retried.starts_with("A (retry: 200): reconnected "),
+        "{retried}"
+    );
+    assert!(
+        retried.contains(". B (retry: 5000): reconnected after 50"),
+        "{retried}"
+    );
+    let rows = timeline(&mut page, "retry");
+    let delays = |stream: &str| -> Vec<u64> {
+        let mut delays = Vec::new();
+        let mut error = None;
+        for row in rows.iter().filter(|row| row[1] == stream) {
+            let at: u64 = row[0].trim_start_matches('+').parse().expect("ms");
+            match row[2].as_str() {
+                "error" => error = Some(at),
+                "open" => delays.extend(error.take().map(|error| at - error)),
+                _ => {}
+            }
+        }
+        delays
+    };
+    let short = delays("A");
+    assert!(short.len() >= 3, "{short:?}");
+    assert!(short.iter().all(|&d| d >= 200), "{short:?}");
+    let long = delays("B");
+    assert_eq!(long.len(), 1, "{long:?}");
+    assert!(long[0] >= 5000, "{long:?}");
+
+    // The same results, in the dark: the legend gives each label's URL.
+    page.switch_to(third);
+    page.viewport(1280, 900, false);
+    page.dark(true);
+    save_screenshot(&mut page, "lab-dark.png", Some("li:has(#runs-type)"));
+}
+
+/// The ids of the ticks the page's own stream got, oldest first, from its log.
+fn main_ids(page: &mut Chromium) -> Vec<String> {
+    page.eval("[...document.querySelectorAll('#log .type-message dd:nth-of-type(2)')].map(dd => dd.textContent).reverse().join(' ')")
+        .split(' ')
+        .map(String::from)
+        .collect()
 }

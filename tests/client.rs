@@ -16,16 +16,21 @@ use std::time::{Duration, Instant};
 const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
 const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
 
+/// Ends an answer of [`small_server`] that keeps its connection open after it, until the client
+/// closes it (or [`common::READ_TIMEOUT`] passes).
+const HOLD: &str = "\0hold";
+
 /// One request as a small server saw it: its head, when it arrived, and when the answer to it
-/// was finished and its connection closed.
+/// was finished and its connection closed (for a [`HOLD`] answer: when the client closed it).
 struct Seen {
     head: String,
     arrived: Instant,
     closed: Instant,
 }
 
-/// A server that answers its first connections with `answers`, one each, closing after each,
-/// then stops listening. Each request it read comes back on the channel.
+/// A server that answers its first connections with `answers`, one each, closing after each
+/// (unless the answer ends in [`HOLD`]), then stops listening. Each request it read comes back on
+/// the channel.
 fn small_server(answers: Vec<String>) -> (SocketAddr, Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -44,10 +49,22 @@ fn small_server(answers: Vec<String>) -> (SocketAddr, Receiver<Seen>) {
             while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
+            let (answer, hold) = match answer.strip_suffix(HOLD) {
+                Some(answer) => (answer, true),
+                None => (answer.as_str(), false),
+            };
             let _ = stream.write_all(answer.as_bytes());
+            if hold {
+                // Until the client closes: a read of 0 bytes, or an error such as the timeout.
+                let mut buf = [0; 1024];
+                let deadline = Instant::now() + common::READ_TIMEOUT;
+                while Instant::now() < deadline && stream.read(&mut buf).unwrap_or(0) > 0 {}
+            }
+            // Taken before the close, so that a reconnect's wait measured from here is never
+            // shorter than the wait the client really had.
+            let closed = Instant::now();
             drop(stream);
             let head = String::from_utf8_lossy(&head).into_owned();
-            let closed = Instant::now();
             if send
                 .send(Seen {
                     head,
@@ -89,6 +106,19 @@ fn run_source(
     });
     done.recv_timeout(Duration::from_secs(10))
         .expect("the client did not end within 10 s")
+}
+
+/// The request targets of the next `n` requests the small server read, in order.
+fn targets(seen: &Receiver<Seen>, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let head = seen
+                .recv_timeout(common::READ_TIMEOUT)
+                .expect("a request")
+                .head;
+            head.split(' ').nth(1).unwrap_or_default().to_string()
+        })
+        .collect()
 }
 
 fn never(_: &Report) -> bool {
@@ -183,14 +213,14 @@ fn the_last_event_id_survives_a_reconnect() {
 #[test]
 fn a_network_error_reconnects_after_the_reconnection_time() {
     // The first connection closes before any answer: no response at all.
-    let (addr, _seen) = small_server(vec![String::new(), NO_CONTENT.to_string()]);
+    let (addr, seen) = small_server(vec![String::new(), NO_CONTENT.to_string()]);
     let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
     assert_eq!(
         source.reconnection_time,
         Duration::from_millis(3000),
         "the default"
     );
-    source.reconnection_time = Duration::from_millis(100);
+    source.reconnection_time = Duration::from_millis(150);
     let (reports, end) = run_source(source, never);
     assert_eq!(end, End::Stopped);
     assert!(
@@ -200,9 +230,18 @@ fn a_network_error_reconnects_after_the_reconnection_time() {
     assert_eq!(
         reports[1],
         Report::Reconnecting {
-            delay: Duration::from_millis(100),
+            delay: Duration::from_millis(150),
             last_event_id: String::new()
         }
+    );
+    let first = seen.recv_timeout(common::READ_TIMEOUT).expect("a request");
+    let second = seen
+        .recv_timeout(common::READ_TIMEOUT)
+        .expect("a reconnect");
+    let waited = second.arrived - first.closed;
+    assert!(
+        waited >= Duration::from_millis(150),
+        "reconnected after {waited:?}"
     );
 }
 
@@ -263,7 +302,7 @@ fn a_chunked_body_is_read_across_chunk_boundaries() {
 }
 
 #[test]
-fn a_redirect_is_followed_and_a_reconnect_starts_from_the_first_url() {
+fn a_redirect_is_followed_and_a_reconnect_goes_where_it_led() {
     let (addr, seen) = small_server(vec![
         "HTTP/1.1 307 Temporary Redirect\r\nLocation: /real?x=1\r\n\r\n".to_string(),
         format!("{STREAM_HEAD}retry: 0\n\ndata: here\n\n"),
@@ -280,16 +319,9 @@ fn a_redirect_is_followed_and_a_reconnect_starts_from_the_first_url() {
     );
     assert_eq!(reports[3], message("here", ""));
     assert_eq!(end, End::Stopped);
-    let targets: Vec<String> = (0..3)
-        .map(|_| {
-            let head = seen
-                .recv_timeout(common::READ_TIMEOUT)
-                .expect("a request")
-                .head;
-            head.split(' ').nth(1).unwrap_or_default().to_string()
-        })
-        .collect();
-    assert_eq!(targets, ["/events", "/real?x=1", "/events"]);
+    let targets = targets(&seen, 3);
+    // As a browser does: the reconnect asks for the redirect's target, not the URL first given.
+    assert_eq!(targets, ["/events", "/real?x=1", "/real?x=1"]);
 }
 
 #[test]
@@ -297,10 +329,275 @@ fn a_redirect_to_https_fails() {
     let (addr, _seen) = small_server(vec![
         "HTTP/1.1 302 Found\r\nLocation: https://example.com/\r\n\r\n".to_string(),
     ]);
-    let (_, end) = run_client(&format!("http://{addr}/"), never);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(reports, []);
+    assert_eq!(
+        end,
+        End::Failed(String::from(
+            "bad redirect: https://example.com/: https is not supported (std has no TLS); use http://"
+        ))
+    );
+}
+
+#[test]
+fn a_relative_redirect_is_resolved_against_the_url_it_answers() {
+    let (addr, seen) = small_server(vec![
+        "HTTP/1.1 302 Found\r\nLocation: ../b/./s?page=2#top\r\n\r\n".to_string(),
+        "HTTP/1.1 302 Found\r\nLocation: ?page=3\r\n\r\n".to_string(),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/a/events?page=1"), never);
+    assert_eq!(
+        reports,
+        [
+            Report::Redirect(format!("http://{addr}/b/s?page=2")),
+            Report::Redirect(format!("http://{addr}/b/s?page=3")),
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    let targets = targets(&seen, 3);
+    assert_eq!(targets, ["/a/events?page=1", "/b/s?page=2", "/b/s?page=3"]);
+}
+
+#[test]
+fn interim_1xx_heads_are_skipped() {
+    // RFC 9110 §15.2: a 103 and a 100 before the real head; the 200 came in the same packet.
+    let (addr, _seen) = small_server(vec![format!(
+        "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n{STREAM_HEAD}data: after\n\n"
+    )]);
+    let (reports, _) = run_client(&format!("http://{addr}/"), |r| {
+        matches!(r, Report::Event(_))
+    });
+    assert_eq!(reports, [Report::Open, message("after", "")]);
+}
+
+#[test]
+fn a_response_head_may_be_16_kib_and_no_more() {
+    // The head, blank line included, padded to `size` bytes with one header.
+    let head = |size: usize| {
+        let start = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Pad: ";
+        let pad = "x".repeat(size - start.len() - "\r\n\r\n".len());
+        format!("{start}{pad}\r\n\r\n")
+    };
+    let (addr, _seen) = small_server(vec![
+        format!("{}data: fits\n\n", head(16 * 1024)),
+        // The 103 before it shifts where reads end, so one may straddle the 16 KiB mark.
+        format!(
+            "HTTP/1.1 103 Early Hints\r\n\r\n{}data: too big\n\n",
+            head(16 * 1024 + 1)
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    source.reconnection_time = Duration::ZERO;
+    let (reports, end) = run_source(source, never);
+    assert_eq!(
+        reports,
+        [
+            Report::Open,
+            message("fits", ""),
+            Report::Lost(String::from("the stream ended")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(100),
+                last_event_id: String::new()
+            },
+            Report::Lost(String::from("network error: response head too large")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(100),
+                last_event_id: String::new()
+            },
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
+fn a_101_fails_the_connection() {
+    let (addr, _seen) = small_server(vec![format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n{STREAM_HEAD}data: no\n\n"
+    )]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        (reports, end),
+        (
+            vec![],
+            End::Failed(String::from("status 101 Switching Protocols"))
+        )
+    );
+}
+
+#[test]
+fn a_transfer_encoding_not_ending_in_chunked_is_read_until_close() {
+    // Read as chunked, `data: a` would be a bad chunk size.
+    let (addr, _seen) = small_server(vec![
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: notchunked\r\nContent-Length: 3\r\n\r\ndata: a\n\ndata: b\n\n"
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        reports[..4],
+        [
+            Report::Open,
+            message("a", ""),
+            message("b", ""),
+            Report::Lost(String::from("the stream ended"))
+        ],
+        "Content-Length ignored too"
+    );
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
+fn a_content_length_body_ends_after_its_length() {
+    // The server keeps the connection open after the body and sends bytes beyond it: the stream
+    // must end at byte 18 without waiting for the close, and nothing after it is read.
+    let body = "data: a\n\ndata: b\n\n";
+    let (addr, _seen) = small_server(vec![
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}data: beyond\n\n{HOLD}",
+            body.len()
+        ),
+        NO_CONTENT.to_string(),
+    ]);
+    let started = Instant::now();
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        reports[..4],
+        [
+            Report::Open,
+            message("a", ""),
+            message("b", ""),
+            Report::Lost(String::from("the stream ended"))
+        ]
+    );
+    assert_eq!(end, End::Stopped);
     assert!(
-        matches!(&end, End::Failed(why) if why.starts_with("bad redirect: ")),
-        "{end:?}"
+        started.elapsed() < common::READ_TIMEOUT,
+        "the client waited for the server to give up"
+    );
+}
+
+#[test]
+fn an_invalid_content_length_is_a_network_error() {
+    for length in ["+5", "5x", "5, 6"] {
+        let (addr, _seen) = small_server(vec![
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {length}\r\n\r\ndata: a\n\n"
+            ),
+            NO_CONTENT.to_string(),
+        ]);
+        let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+        source.reconnection_time = Duration::ZERO;
+        let (reports, end) = run_source(source, never);
+        assert_eq!(
+            reports,
+            [
+                Report::Lost(format!(
+                    "network error: an invalid Content-Length: \"{length}\""
+                )),
+                Report::Reconnecting {
+                    delay: Duration::from_millis(100),
+                    last_event_id: String::new()
+                }
+            ],
+            "no open: the response is discarded"
+        );
+        assert_eq!(end, End::Stopped);
+    }
+}
+
+#[test]
+fn a_status_code_must_be_three_digits() {
+    let (addr, _seen) = small_server(vec![
+        format!("HTTP/1.1 +20 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: a\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    source.reconnection_time = Duration::ZERO;
+    let (reports, end) = run_source(source, never);
+    assert_eq!(
+        reports[0],
+        Report::Lost(String::from(
+            "network error: not an HTTP/1.x status line: \"HTTP/1.1 +20 OK\""
+        ))
+    );
+    assert_eq!(end, End::Stopped);
+}
+
+#[test]
+fn a_line_over_the_limit_fails_the_connection() {
+    // One byte over 1 MiB, and no line end: the server then waits, and the client must not.
+    let line = format!("data: {}", "x".repeat(1024 * 1024 - 5));
+    let (addr, _seen) = small_server(vec![format!("{STREAM_HEAD}{line}{HOLD}")]);
+    let started = Instant::now();
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(reports, [Report::Open]);
+    assert_eq!(
+        end,
+        End::Failed(String::from("a line longer than 1048576 bytes"))
+    );
+    assert!(started.elapsed() < common::READ_TIMEOUT);
+}
+
+#[test]
+fn retry_0_still_waits_the_floor_of_100_ms() {
+    let (addr, seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 0\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    assert_eq!(
+        reports,
+        [
+            Report::Open,
+            Report::Retry(Duration::ZERO),
+            Report::Lost(String::from("the stream ended")),
+            Report::Reconnecting {
+                delay: Duration::from_millis(100),
+                last_event_id: String::new()
+            },
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    let first = seen.recv_timeout(common::READ_TIMEOUT).expect("a request");
+    let second = seen
+        .recv_timeout(common::READ_TIMEOUT)
+        .expect("a reconnect");
+    let waited = second.arrived - first.closed;
+    assert!(
+        waited >= Duration::from_millis(100),
+        "reconnected after {waited:?}"
+    );
+}
+
+#[test]
+fn a_silent_connection_is_dropped_after_the_idle_timeout() {
+    let (addr, seen) = small_server(vec![
+        format!("{STREAM_HEAD}data: a\n\n{HOLD}"),
+        NO_CONTENT.to_string(),
+    ]);
+    let mut source = EventSource::new(Url::parse(&format!("http://{addr}/")).unwrap());
+    source.idle_timeout = Some(Duration::from_millis(200));
+    source.reconnection_time = Duration::ZERO;
+    let (reports, end) = run_source(source, never);
+    assert_eq!(
+        reports[..3],
+        [
+            Report::Open,
+            message("a", ""),
+            Report::Lost(String::from(
+                "no bytes for 200 ms: the connection is taken as lost"
+            )),
+        ]
+    );
+    assert_eq!(end, End::Stopped);
+    let first = seen.recv_timeout(common::READ_TIMEOUT).expect("a request");
+    let held = first.closed - first.arrived;
+    assert!(
+        held >= Duration::from_millis(200) && held < common::READ_TIMEOUT,
+        "the client closed after {held:?}"
     );
 }
 
@@ -416,9 +713,9 @@ fn listen_exits_0_on_204_and_after_max_events() {
     let stdout = text(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
-    // The count has no id of its own; the ticks do.
+    // The count comes before any id; each tick sets one.
     assert_eq!(lines[0], "clients: 1", "{stdout}");
-    assert!(lines[1].starts_with("message (id "), "{stdout}");
+    assert!(lines[1].starts_with("message (lastEventId "), "{stdout}");
     assert!(text(&output.stderr).contains("\nconnected\n"));
 }
 
@@ -457,6 +754,9 @@ fn listen_exits_2_on_bad_arguments_with_a_usage_line() {
         &["localhost:3000"],
         &["--last-event-id"],
         &["--last-event-id", "a\nb"],
+        &["--idle-timeout"],
+        &["--idle-timeout", "0"],
+        &["--idle-timeout", "1.5"],
         &["http://a/", "http://b/"],
     ] {
         let output = run_listen(args);
@@ -465,4 +765,100 @@ fn listen_exits_2_on_bad_arguments_with_a_usage_line() {
         assert!(stderr.starts_with("listen: "), "{args:?}: {stderr}");
         assert!(stderr.contains("\nusage: listen "), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn listen_shows_each_events_last_event_id_and_the_one_it_starts_with() {
+    // The first event carries no id: what it shows is the id `listen` was started with.
+    let (addr, _seen) = small_server(vec![format!(
+        "{STREAM_HEAD}event: gap\ndata: x\n\nid: 7\ndata: y\n\ndata: z\ndata: 2\n\n"
+    )]);
+    let url = format!("http://{addr}/");
+    let output = run_listen(&[&url, "--last-event-id", "abc", "--max-events", "3"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "gap (lastEventId abc): x\nmessage (lastEventId 7): y\nmessage (lastEventId 7): z\n"
+            .to_string()
+            + &" ".repeat("message (lastEventId 7): ".len())
+            + "2\n"
+    );
+    assert_eq!(
+        text(&output.stderr),
+        format!("connecting to {url} with Last-Event-ID abc\nconnected\n")
+    );
+}
+
+#[test]
+fn listen_timestamps_show_the_wait_before_a_reconnect() {
+    let (addr, _seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 300\n\ndata: a\ndata: b\n\n"),
+        NO_CONTENT.to_string(),
+    ]);
+    let output = run_listen(&[&format!("http://{addr}/"), "--timestamps"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // Each line: `[N ms] ` and the text it has without the flag; a data line after the first is
+    // indented past the stamp.
+    let stamped = |all: &str| -> Vec<(u128, String)> {
+        all.lines()
+            .filter(|line| !line.starts_with(' '))
+            .map(|line| {
+                let (ms, rest) = line
+                    .strip_prefix('[')
+                    .and_then(|line| line.split_once(" ms] "))
+                    .unwrap_or_else(|| panic!("no stamp: {line:?}"));
+                (ms.parse().expect("milliseconds"), rest.to_string())
+            })
+            .collect()
+    };
+    let stdout = text(&output.stdout);
+    let events = stamped(&stdout);
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert_eq!(events[0].1, "message: a");
+    let indent = stdout.find("message").expect("the label") + "message: ".len();
+    assert!(
+        stdout.ends_with(&format!("\n{}b\n", " ".repeat(indent))),
+        "{stdout}"
+    );
+    let stderr = stamped(&text(&output.stderr));
+    let said: Vec<&str> = stderr.iter().map(|(_, rest)| rest.as_str()).collect();
+    assert_eq!(
+        said,
+        [
+            format!("connecting to http://{addr}/").as_str(),
+            "connected",
+            "retry now 300 ms",
+            "the stream ended",
+            "reconnecting in 300 ms",
+            "stopped: 204 No Content, the server's way to say stop reconnecting"
+        ]
+    );
+    let times: Vec<u128> = stderr.iter().map(|(ms, _)| *ms).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[5] - times[4] >= 300, "{times:?}");
+}
+
+#[test]
+fn listen_idle_timeout_reconnects_a_silent_stream() {
+    let (addr, _seen) = small_server(vec![
+        format!("{STREAM_HEAD}retry: 0\n\n{HOLD}"),
+        NO_CONTENT.to_string(),
+    ]);
+    let output = run_listen(&[&format!("http://{addr}/"), "--idle-timeout", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "\nno bytes for 1000 ms: the connection is taken as lost\nreconnecting in 100 ms\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn listen_help_prints_the_usage_and_exits_0() {
+    let output = run_listen(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).starts_with("usage: listen [URL] [--json] [--last-event-id ID] [--max-events N] [--idle-timeout SECS] [--timestamps]"));
+    assert!(output.stderr.is_empty());
 }

@@ -6,7 +6,7 @@ use common::{EventStream, agent, id_of, name_ids, publish, quiet, raw_text, star
 /// The head of every stream, with this `Content-Type`.
 fn stream_head(content_type: &str) -> String {
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\nDate: <date>\r\nConnection: close\r\n\r\n"
     )
 }
 
@@ -25,7 +25,7 @@ fn status_204_is_a_bare_204() {
     let addr = start(quiet());
     assert_eq!(
         get(addr, "/events?status=204"),
-        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 204 No Content\r\nDate: <date>\r\nConnection: close\r\n\r\n"
     );
 }
 
@@ -36,7 +36,7 @@ fn status_503_says_what_a_browser_does_and_offers_retry_after() {
     assert_eq!(
         get(addr, "/events?status=503"),
         format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: {}\r\nDate: <date>\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     );
@@ -62,6 +62,78 @@ fn status_takes_any_client_or_server_error() {
             "{status}: {response}"
         );
     }
+}
+
+#[test]
+fn statuses_that_need_a_header_get_it() {
+    // RFC 9110 §15.5.2, §15.5.6, §15.5.8, §15.5.22: these four are incomplete without it.
+    let addr = start(quiet());
+    for (status, header) in [
+        (401, "WWW-Authenticate: Bearer realm=\"lab\""),
+        (405, "Allow: POST"),
+        (407, "Proxy-Authenticate: Bearer realm=\"lab\""),
+        (426, "Upgrade: websocket"),
+        (429, "Retry-After: 1"),
+    ] {
+        let response = get(addr, &format!("/events?status={status}"));
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{response}"
+        );
+        assert!(
+            response.contains(&format!("\r\n{header}\r\n")),
+            "{status}: {response}"
+        );
+    }
+}
+
+// ---- redirect=N ----
+
+#[test]
+fn redirect_answers_the_same_url_without_the_switch() {
+    let addr = start(quiet());
+    let body = "307 (lab): a browser follows it, and reconnects to where it led, not to the URL it was given\n";
+    assert_eq!(
+        get(addr, "/sse?end_after=2&redirect=307&run=r1"),
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nContent-Type: text/plain; charset=utf-8\r\nLocation: /sse?end_after=2&run=r1\r\nContent-Length: {}\r\nDate: <date>\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    );
+    let only = get(addr, "/events?redirect=301");
+    assert!(
+        only.starts_with("HTTP/1.1 301 Moved Permanently\r\n"),
+        "{only}"
+    );
+    assert!(only.contains("\r\nLocation: /events\r\n"), "{only}");
+}
+
+#[test]
+fn after_a_redirect_the_client_reconnects_to_where_it_led() {
+    use sse_server::client::{EventSource, Report, Url};
+    use std::ops::ControlFlow;
+    let addr = start(quiet());
+    let url = format!("http://{addr}/events?redirect=302&end_after=1&retry=0&run=r2");
+    let mut source = EventSource::new(Url::parse(&url).expect("a URL"));
+    let mut opened = 0;
+    source.run(|report| {
+        if report == Report::Open {
+            opened += 1;
+            if opened == 1 {
+                publish(addr, "ends the first stream");
+            }
+        }
+        match opened {
+            2 => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    });
+    // The redirect, its target, and the reconnect, straight to the target: three requests. Had
+    // the reconnect gone to the URL first given, it would be four.
+    assert_eq!(
+        get(addr, "/lab/seen?run=r2").rsplit("\r\n\r\n").next(),
+        Some("3\n")
+    );
 }
 
 // ---- Bad values ----
@@ -101,6 +173,14 @@ fn a_bad_value_is_400_naming_the_switch_and_its_range() {
         ("run=a%20b", "run: expected 1 to 32 letters, digits, - or _"),
         ("type=%zz", "bad percent-encoding in the query string"),
         ("retry=1&retry=2", "a lab switch is given twice"),
+        (
+            "redirect=300",
+            "redirect: expected 301, 302, 303, 307 or 308",
+        ),
+        (
+            "redirect=304",
+            "redirect: expected 301, 302, 303, 307 or 308",
+        ),
     ] {
         let response = get(addr, &format!("/events?{query}"));
         assert!(
@@ -351,5 +431,5 @@ fn lab_seen_counts_requests_by_run_label() {
         post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
         "{post}"
     );
-    assert!(post.contains("\r\nAllow: GET\r\n"), "{post}");
+    assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
 }

@@ -123,7 +123,7 @@ fn unknown_path_is_404() {
 fn wrong_method_is_405_with_allow() {
     let addr = start(config());
     for (request, allow) in [
-        ("POST /events", "GET"),
+        ("POST /events", "GET, HEAD"),
         ("GET /publish", "POST"),
         ("PUT /", "GET, HEAD"),
         ("DELETE /index.html", "GET, HEAD"),
@@ -150,9 +150,9 @@ fn malformed_request_is_400() {
     let addr = start(config());
     for request in [
         "GARBAGE\r\n\r\n",
-        "GET / HTTP/1.1\r\nHost: a\r\nNo colon here\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\n",
-        "GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+        "GET / HTTP/9.9\r\nHost: localhost\r\n\r\n",
     ] {
         let response = raw_text(addr, request);
         assert!(
@@ -167,7 +167,7 @@ fn malformed_request_is_400() {
 fn head_over_8_kib_is_431() {
     let addr = start(config());
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(9000)
     );
     let response = raw_text(addr, &request);
@@ -180,7 +180,7 @@ fn head_over_8_kib_is_431() {
 #[test]
 fn head_of_exactly_8_kib_is_fine() {
     let addr = start(config());
-    let start_of_head = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ";
+    let start_of_head = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: ";
     let pad = "a".repeat(8 * 1024 - start_of_head.len() - 4);
     let request = format!("{start_of_head}{pad}\r\n\r\n");
     assert_eq!(request.len(), 8 * 1024);
@@ -192,7 +192,9 @@ fn incomplete_head_is_closed_after_the_timeout() {
     // The test config gives a head 500 ms.
     let addr = start(config());
     let mut stream = common::connect(addr);
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
     let started = Instant::now();
     let mut buf = [0; 64];
     let n = stream
@@ -213,7 +215,7 @@ fn stream_has_the_event_stream_headers() {
     let stream = EventStream::open(addr, "");
     assert_eq!(
         stream.head,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\nDate: <date>\r\nConnection: close\r\n\r\n"
     );
 }
 
@@ -258,13 +260,15 @@ fn ticks_carry_the_time_with_increasing_ids() {
 #[test]
 fn ids_increase_across_every_event_type_and_counts_have_none() {
     let addr = start(config());
+    // Joining after the first tick or before it must not matter (this once failed with 80 ms).
+    std::thread::sleep(Duration::from_millis(80));
     let mut stream = EventStream::open(addr, "");
     stream.next_of("message");
     publish(addr, "one");
     stream.next_of("publish");
     stream.next_of("message");
     let body = stream.body_text();
-    let mut last = None;
+    let (mut last, mut with_ids) = (None, 0);
     for frame in body.split("\n\n").filter(|frame| !frame.is_empty()) {
         let id = frame.lines().find_map(|line| line.strip_prefix("id: "));
         if frame.contains("event: clients\n") {
@@ -274,8 +278,11 @@ fn ids_increase_across_every_event_type_and_counts_have_none() {
             let id = sse_server::event_log::EventId::parse(id).expect("an id of ours");
             assert!(Some(id) > last, "{id} after {last:?}: {body}");
             last = Some(id);
+            with_ids += 1;
         }
     }
+    // A tick, the publish, a tick: at least three ids were compared.
+    assert!(with_ids >= 3, "{body}");
 }
 
 #[test]
@@ -379,14 +386,47 @@ fn publish_without_content_length_is_411() {
     let addr = start(config());
     let response = raw_text(
         addr,
-        &format!(
-            "POST /publish HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
-        ),
+        &format!("POST /publish HTTP/1.1\r\nHost: {addr}\r\n\r\nhi"),
     );
     assert!(
         response.starts_with("HTTP/1.1 411 Length Required\r\n"),
         "{response}"
     );
+}
+
+#[test]
+fn a_body_with_transfer_encoding_is_refused_and_nothing_is_published() {
+    let addr = start(quiet());
+    let mut stream = EventStream::open(addr, "");
+    let chunked = "5\r\nhello\r\n0\r\n\r\n";
+    // Both framings: the smuggling case. A server that believed Content-Length would publish
+    // the chunk framing as text.
+    let both = raw_text(
+        addr,
+        &format!(
+            "POST /publish HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nContent-Length: {}\r\n\r\n{chunked}",
+            chunked.len()
+        ),
+    );
+    assert!(
+        both.starts_with("HTTP/1.1 400 Bad Request\r\n")
+            && both
+                .ends_with("\r\n\r\n400 Bad Request: both Transfer-Encoding and Content-Length\n"),
+        "{both}"
+    );
+    let only = raw_text(
+        addr,
+        &format!(
+            "POST /publish HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"
+        ),
+    );
+    assert!(
+        only.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+        "{only}"
+    );
+    // Nothing reached the stream: the next publish is the first.
+    publish(addr, "after");
+    assert_eq!(stream.next_of("publish").data, "after");
 }
 
 #[test]
@@ -687,7 +727,7 @@ fn sse_is_the_same_stream_as_events() {
         &format!("POST /sse HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"),
     );
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
-    assert!(post.contains("\r\nAllow: GET\r\n"), "{post}");
+    assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
 }
 
 #[test]
@@ -740,4 +780,277 @@ fn over_max_clients_is_503_with_retry_after() {
         "{response}"
     );
     assert!(response.contains("\r\nRetry-After: 10\r\n"), "{response}");
+}
+
+#[test]
+fn joins_close_together_are_announced_together() {
+    // Announcing every join on its own would cost N x N writes when N clients arrive at once.
+    let addr = start(quiet());
+    let mut witness = EventStream::open(addr, "");
+    witness.wait_for_count(1);
+    let started = Instant::now();
+    let others: Vec<EventStream> = (0..20).map(|_| EventStream::open(addr, "")).collect();
+    let joined_within = started.elapsed();
+    let mut counts = Vec::new();
+    while counts.last().map(String::as_str) != Some("21") {
+        counts.push(witness.next_of("clients").data);
+    }
+    // The count is checked every 100 ms: 20 joins within that time are one announcement, or two
+    // when a check falls between them. One per join would be 20.
+    assert!(
+        joined_within < Duration::from_millis(100) || counts.len() <= 3,
+        "joining took {joined_within:?}"
+    );
+    assert!(
+        counts.len() <= 2,
+        "{counts:?} after 20 joins in {joined_within:?}"
+    );
+    drop(others);
+}
+
+// ---- HTTP as RFC 9110 and RFC 9112 say ----
+
+#[test]
+fn head_is_get_without_the_body_on_every_route() {
+    let addr = start(quiet());
+    for path in ["/", "/events", "/sse", "/lab/seen?run=x"] {
+        // read_to_close: the answer to HEAD ends, even for a stream.
+        let head = raw_text(
+            addr,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+        );
+        let get_head = if path == "/events" || path == "/sse" {
+            EventStream::open_at(addr, path, "").head
+        } else {
+            let get = raw_text(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+            );
+            get.split_inclusive("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {head}");
+        assert_eq!(head, get_head, "{path}: the same head, and no body");
+    }
+}
+
+#[test]
+fn a_stream_says_connection_close_and_every_answer_has_a_date() {
+    // EventStream::open and raw_text check Date against the clock (common::undate).
+    let addr = start(quiet());
+    let stream = EventStream::open(addr, "");
+    assert!(
+        stream
+            .head
+            .ends_with("\r\nDate: <date>\r\nConnection: close\r\n\r\n")
+    );
+    for request in ["GET / HTTP/1.1", "GET /nowhere HTTP/1.1", "GARBAGE"] {
+        let response = raw_text(addr, &format!("{request}\r\nHost: {addr}\r\n\r\n"));
+        assert!(response.contains("\r\nDate: <date>\r\n"), "{response}");
+    }
+}
+
+#[test]
+fn empty_lines_before_the_request_line_are_ignored() {
+    let addr = start(quiet());
+    for before in ["\r\n", "\n", "\r\n\r\n"] {
+        let response = raw_text(
+            addr,
+            &format!("{before}GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{before:?}: {response}"
+        );
+    }
+}
+
+#[test]
+fn an_absolute_form_target_is_served_and_its_host_is_checked() {
+    let addr = start(quiet());
+    let port = addr.port();
+    let response = raw_text(
+        addr,
+        &format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    // The authority in the target is the host, whatever Host says (RFC 9112 §3.2.2).
+    let response = raw_text(
+        addr,
+        &format!("GET http://attacker.example:{port}/ HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 421 Misdirected Request\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn two_host_headers_are_400() {
+    let addr = start(quiet());
+    let response = raw_text(
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: {addr}\r\nHost: attacker.example\r\n\r\n"),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 400 Bad Request\r\n")
+            && response.ends_with("400 Bad Request: more than one Host header\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn a_rebound_host_name_is_refused_on_every_route_unless_allowed() {
+    // DNS rebinding: attacker.example now resolves to 127.0.0.1, and its page's requests arrive
+    // here same-origin, Origin and all.
+    let port = |addr: std::net::SocketAddr| addr.port();
+    let addr = start(quiet());
+    let requests = |addr| {
+        let p = port(addr);
+        let host = format!("Host: attacker.example:{p}\r\nOrigin: http://attacker.example:{p}");
+        [
+            format!("GET / HTTP/1.1\r\n{host}\r\n\r\n"),
+            format!("GET /events HTTP/1.1\r\n{host}\r\n\r\n"),
+            format!("POST /publish HTTP/1.1\r\n{host}\r\nContent-Length: 2\r\n\r\nhi"),
+        ]
+    };
+    for request in requests(addr) {
+        let response = raw_text(addr, &request);
+        assert!(
+            response.starts_with("HTTP/1.1 421 Misdirected Request\r\n")
+                && response.ends_with("421 Misdirected Request: this server answers to localhost, IP addresses and the names in ALLOWED_HOSTS\n"),
+            "{request:?}: {response}"
+        );
+    }
+    // The name a proxy puts in front, once allowed, is answered.
+    let addr = start(Config {
+        allowed_hosts: vec![String::from("attacker.example")],
+        ..quiet()
+    });
+    let [page, _, publish] = requests(addr);
+    assert_eq!(status(&raw_text(addr, &page)), 200);
+    assert_eq!(status(&raw_text(addr, &publish)), 204);
+}
+
+#[test]
+fn an_origin_with_its_default_port_left_out_is_the_same_origin() {
+    let addr = start(quiet());
+    let response = raw_text(
+        addr,
+        "POST /publish HTTP/1.1\r\nHost: localhost:80\r\nOrigin: http://localhost\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{response}"
+    );
+    let response = raw_text(
+        addr,
+        "POST /publish HTTP/1.1\r\nHost: localhost:81\r\nOrigin: http://localhost\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn an_unknown_expectation_is_417() {
+    let addr = start(quiet());
+    let response = raw_text(
+        addr,
+        &format!(
+            "POST /publish HTTP/1.1\r\nHost: {addr}\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\nhi"
+        ),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 417 Expectation Failed\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn an_http_1_0_client_gets_no_100_continue() {
+    let addr = start(quiet());
+    let mut stream = common::connect(addr);
+    stream
+        .write_all(b"POST /publish HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    let response = common::undate(&String::from_utf8_lossy(&common::read_to_close(
+        &mut stream,
+    )));
+    assert_eq!(
+        response,
+        "HTTP/1.1 204 No Content\r\nDate: <date>\r\nConnection: close\r\n\r\n"
+    );
+    // HTTP/1.1 does get it, before its answer.
+    let mut stream = common::connect(addr);
+    let head = format!(
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut continue_line = [0; 25];
+    stream.read_exact(&mut continue_line).unwrap();
+    assert_eq!(&continue_line, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hi").unwrap();
+    assert_eq!(
+        status(&String::from_utf8_lossy(&common::read_to_close(
+            &mut stream
+        ))),
+        204
+    );
+}
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_408() {
+    let addr = start(quiet()); // head_timeout 500 ms covers the body too
+    let mut stream = common::connect(addr);
+    let head = format!("POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 10\r\n\r\nhi");
+    stream.write_all(head.as_bytes()).unwrap();
+    let response = String::from_utf8_lossy(&common::read_to_close(&mut stream)).into_owned();
+    assert!(
+        response.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{response}"
+    );
+    // A body cut short by a close is not a timeout.
+    let mut stream = common::connect(addr);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let response = String::from_utf8_lossy(&common::read_to_close(&mut stream)).into_owned();
+    assert!(
+        response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn connections_over_max_in_flight_get_503_before_a_thread_starts() {
+    let addr = start(Config {
+        max_in_flight: 2,
+        ..quiet()
+    });
+    // Two connections that send nothing hold their threads until the head timeout.
+    let idle: Vec<_> = (0..2).map(|_| common::connect(addr)).collect();
+    let response = raw_text(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+            && response.contains("\r\nRetry-After: 1\r\n"),
+        "{response}"
+    );
+    // They leave; their threads end, and requests are served again.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = raw_text(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+        if status(&response) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {response}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // An open stream holds no thread: two of them leave room for requests.
+    let _streams = [EventStream::open(addr, ""), EventStream::open(addr, "")];
+    let response = raw_text(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+    assert_eq!(status(&response), 200);
 }

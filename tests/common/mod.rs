@@ -6,10 +6,11 @@ pub mod redis;
 
 use sse_server::Config;
 pub use sse_server::client::{Event, Parser};
+use sse_server::dates::http_date;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Every blocking read in the tests gives up after this.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,9 +60,36 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     read_to_close(&mut stream)
 }
 
-/// Like [`raw`], for a request head that is text; returns the response as text.
+/// Like [`raw`], for a request head that is text; returns the response as text, its `Date`
+/// checked and replaced by `<date>` (see [`undate`]).
 pub fn raw_text(addr: SocketAddr, request: &str) -> String {
-    String::from_utf8_lossy(&raw(addr, request.as_bytes())).into_owned()
+    undate(&String::from_utf8_lossy(&raw(addr, request.as_bytes())))
+}
+
+/// Checks that a response head has one `Date` header with the time now, as HTTP writes it (RFC
+/// 9110 §5.6.7), and replaces its value with `<date>`, so a test can compare the rest exactly.
+/// A response without one is returned as it is, for the exact comparison to catch.
+pub fn undate(response: &str) -> String {
+    let Some(start) = response.find("\r\nDate: ") else {
+        return response.to_string();
+    };
+    let value_at = start + "\r\nDate: ".len();
+    let end = value_at
+        + response[value_at..]
+            .find("\r\n")
+            .expect("a whole Date line");
+    let value = &response[value_at..end];
+    let now = SystemTime::now();
+    let recent = [
+        now,
+        now - Duration::from_secs(1),
+        now - Duration::from_secs(2),
+    ];
+    assert!(
+        recent.iter().any(|&t| value == http_date(t)),
+        "Date: {value:?} is not the time now in IMF-fixdate form"
+    );
+    format!("{}<date>{}", &response[..value_at], &response[end..])
 }
 
 /// Reads until the server closes, failing the test after [`READ_TIMEOUT`] in all.
@@ -134,7 +162,7 @@ impl EventStream {
                 ),
             }
         }
-        stream.head = String::from_utf8(raw).expect("head is UTF-8");
+        stream.head = undate(&String::from_utf8(raw).expect("head is UTF-8"));
         stream
     }
 
