@@ -42,7 +42,7 @@ pub fn serve(listener: TcpListener, config: Config) -> ! {
     // With Redis, one thread follows the shared stream into our copy of the log.
     if app.redis.is_some() {
         let app = Arc::clone(&app);
-        thread::spawn(move || {
+        start_thread(String::from("redis reader"), move || {
             if let Some(redis) = &app.redis {
                 redis.run_reader(&app.clients)
             }
