@@ -49,9 +49,12 @@ fn main() -> ExitCode {
     };
     let start = Instant::now();
     // `[1003 ms] ` before each event and each message with `--timestamps`, nothing without.
-    let stamp = || match options.timestamps {
-        true => format!("[{} ms] ", start.elapsed().as_millis()),
-        false => String::new(),
+    let stamp = || {
+        if options.timestamps {
+            format!("[{} ms] ", start.elapsed().as_millis())
+        } else {
+            String::new()
+        }
     };
     let mut source = EventSource::new(options.url.clone());
     source.last_event_id.clone_from(&options.last_event_id);
@@ -69,7 +72,11 @@ fn main() -> ExitCode {
         match report {
             Report::Open => eprintln!("{}connected", stamp()),
             Report::Event(event) => {
-                print_event(&event, &stamp(), options.json);
+                let ms = options.timestamps.then(|| start.elapsed().as_millis());
+                // Nobody reads any more (`listen | head` ended): stop, as `head` meant.
+                if print_event(&event, ms, options.json).is_err() {
+                    return ControlFlow::Break(());
+                }
                 seen += 1;
                 if options.max_events == Some(seen) {
                     return ControlFlow::Break(());
@@ -102,10 +109,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         End::Failed(why) => {
-            eprintln!(
-                "{}failed: {why}; a browser would not reconnect either",
-                stamp()
-            );
+            eprintln!("{}failed: {why}", stamp());
             ExitCode::from(1)
         }
     }
@@ -170,21 +174,24 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     Ok(Some(options))
 }
 
-/// One event after `stamp`, readably (`type (lastEventId X): data`, further lines indented) or
-/// as one JSON object.
+/// One event, readably (`type (lastEventId X): data`, further lines indented) or as one JSON
+/// object; with `--timestamps`, the milliseconds since start go first (`[1003 ms] `), or into
+/// the object as `"ms"`, so that each line is still one JSON object.
 ///
 /// The id shown is the event's `lastEventId`, as a page sees it: the source's last event ID when
 /// the event was dispatched. A frame without an `id:` line keeps the one before, so an event
 /// that shows an id did not necessarily carry it; the text says `lastEventId` for that reason.
-fn print_event(event: &Event, stamp: &str, json: bool) {
+fn print_event(event: &Event, ms: Option<u128>, json: bool) -> std::io::Result<()> {
     let line = if json {
+        let ms = ms.map_or(String::new(), |ms| format!(",\"ms\":{ms}"));
         format!(
-            "{stamp}{{\"type\":{},\"data\":{},\"lastEventId\":{}}}",
+            "{{\"type\":{},\"data\":{},\"lastEventId\":{}{ms}}}",
             json_string(&event.event_type),
             json_string(&event.data),
             json_string(&event.last_event_id)
         )
     } else {
+        let stamp = ms.map_or(String::new(), |ms| format!("[{ms} ms] "));
         let label = match event.last_event_id.as_str() {
             "" => event.event_type.clone(),
             id => format!("{} (lastEventId {id})", event.event_type),
@@ -195,10 +202,11 @@ fn print_event(event: &Event, stamp: &str, json: bool) {
             event.data.replace('\n', &format!("\n{indent}"))
         )
     };
+    // A closed pipe is an error here, not a panic: Rust ignores SIGPIPE, so `writeln!` returns
+    // it, and the caller stops.
     let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`listen | head`) is no reason to panic.
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()
 }
 
 /// A JSON string (RFC 8259 §7): quotes, backslashes and every control character escaped.

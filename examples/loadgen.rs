@@ -674,8 +674,10 @@ fn wait_for_deliveries(received: &[AtomicUsize], expected: usize) {
 
 fn open_stream(addr: SocketAddr) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: loadgen\r\nAccept: text/event-stream\r\n\r\n")?;
+    // `Host` names the address connected to: the server answers only to the hosts it is reached by.
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     Ok(stream)
 }
 

@@ -296,6 +296,11 @@ impl ClientList {
         self.len() == 0
     }
 
+    /// Whether `max_clients` streams are open: one more would be refused.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max_clients
+    }
+
     /// The writer thread for share `writer`, one per core: sleeps until something changes, then
     /// makes a pass over its clients; forever.
     ///

@@ -237,9 +237,10 @@ impl Url {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, String::from("/")),
         };
-        let target = match target.starts_with('?') {
-            true => format!("/{target}"),
-            false => target,
+        let target = if target.starts_with('?') {
+            format!("/{target}")
+        } else {
+            target
         };
         if target.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(format!(
@@ -268,9 +269,10 @@ impl Url {
 
     /// The `Host` header: the host, and the port unless it is 80.
     fn authority(&self) -> String {
-        let host = match self.host.contains(':') {
-            true => format!("[{}]", self.host),
-            false => self.host.clone(),
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
         };
         match self.port {
             80 => host,
@@ -605,7 +607,8 @@ impl EventSource {
 
     /// One connection, with its redirects: the request, the checks of §9.2.2, then the body.
     fn connect(&mut self, report: &mut impl FnMut(Report) -> ControlFlow<()>) -> Next {
-        for _ in 0..=MAX_REDIRECTS {
+        let mut redirects = 0;
+        loop {
             let url = self.url.clone();
             let (stream, head, rest) = match request(&url, &self.last_event_id) {
                 Ok(response) => response,
@@ -617,6 +620,11 @@ impl EventSource {
                 204 => return Next::End(End::Stopped),
                 // Fetch follows redirects for an EventSource (its redirect mode is "follow").
                 301 | 302 | 303 | 307 | 308 => {
+                    // Fetch gives up at the 21st redirect, without following it.
+                    if redirects == MAX_REDIRECTS {
+                        let why = format!("more than {MAX_REDIRECTS} redirects");
+                        return Next::End(End::Failed(why));
+                    }
                     let next = head
                         .header("location")
                         .ok_or_else(|| format!("status {status} without a Location"))
@@ -628,6 +636,7 @@ impl EventSource {
                     if report(Report::Redirect(self.url.to_string())).is_break() {
                         return Next::End(End::Closed);
                     }
+                    redirects += 1;
                     continue;
                 }
                 _ => return Next::End(End::Failed(format!("status {status}"))),
@@ -650,7 +659,6 @@ impl EventSource {
             }
             return self.read_body(stream, framing, rest, report);
         }
-        Next::End(End::Failed(format!("more than {MAX_REDIRECTS} redirects")))
     }
 
     /// Reads the body as it arrives and reports each event, until it ends.

@@ -65,7 +65,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads the variables listed at the top of this file through `var` (`std::env::var` in `main`). The error is one line that names the variable.
+    /// Reads the variables listed at the top of this file through `var` (`std::env::var` in
+    /// `main`). The error is one line that names the variable.
     pub fn from_env(var: impl Fn(&str) -> Result<String, VarError>) -> Result<Config, String> {
         let get = |name: &str| match var(name) {
             Ok(value) => Ok(Some(value)),

@@ -162,6 +162,7 @@ pub fn read_head(
         // Look only at the new bytes and the three before them: the blank line may straddle reads.
         let from = len.saturating_sub(3);
         len += n;
+        // Until a byte of the request line has been kept, drop line ends as they come.
         if from == 0 {
             let blank = buf[..len].iter().take_while(|b| matches!(b, b'\r' | b'\n'));
             let skip = blank.count();
@@ -273,14 +274,24 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
     // RFC 9112 §6.1 and §6.3: `Transfer-Encoding` says how the body is framed, and overrides
     // `Content-Length`. A request with both is how request smuggling starts (two parsers that
     // pick different framings see different requests), so it is refused, as is one from
-    // HTTP/1.0, which had no such header. We decode no transfer coding at all: `501`, as §6.1 asks.
-    if named(&headers, "transfer-encoding").next().is_some() {
+    // HTTP/1.0, which had no such header, and one whose last coding is not `chunked`, whose end
+    // cannot be found (§6.3 requires `400` for both). That leaves `chunked`, which a full
+    // HTTP/1.1 server must read (§7.1); this one, to stay small, does not, and says so with
+    // `501`, the status for a coding a server does not implement (§6.1).
+    let codings: Vec<&String> = named(&headers, "transfer-encoding").collect();
+    if let Some(last) = codings.last() {
+        let chunked_last = last
+            .rsplit(',')
+            .next()
+            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
         return Err(if content_length.is_some() {
             HttpError::BadRequest("both Transfer-Encoding and Content-Length")
         } else if version == "HTTP/1.0" {
             HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        } else if !chunked_last {
+            HttpError::BadRequest("Transfer-Encoding does not end in chunked")
         } else {
-            HttpError::NotImplemented("Transfer-Encoding is not read here: send a Content-Length")
+            HttpError::NotImplemented("chunked bodies are not read here: send a Content-Length")
         });
     }
     // RFC 9110 §10.1.1: `100-continue` is the only expectation there is; a server may answer any
@@ -340,7 +351,8 @@ fn is_host(text: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b));
-    name_ok && port.is_none_or(|p| digits(p).is_some_and(|n| n <= 65_535))
+    // RFC 3986 §3.2.3: `port = *DIGIT`, so `localhost:` (an empty port) is a host too.
+    name_ok && port.is_none_or(|p| p.is_empty() || digits(p).is_some_and(|n| n <= 65_535))
 }
 
 /// Splits `host:port` into the host and the port, if there is one: `[::1]:3000` gives `[::1]`
@@ -542,7 +554,8 @@ pub fn response_bytes(response: &Response, head_only: bool) -> Vec<u8> {
     if response.status != 204 {
         out.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     }
-    // RFC 9110 §6.6.1: a server with a clock must send the time of the response.
+    // RFC 9110 §6.6.1: a server with a clock must send the time of a 2xx, 3xx or 4xx response,
+    // and may send it with the others; this one always does.
     out.push_str(&format!("Date: {}\r\n", http_date(SystemTime::now())));
     // One request per connection: simpler than keep-alive, and a browser copes fine. A production
     // server keeps connections open to save the TCP handshake on every request.
@@ -755,13 +768,29 @@ mod tests {
             parse("GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n").unwrap_err(),
             HttpError::BadRequest("more than one Host header")
         );
-        for bad in ["", "a b", "user@evil", "a/b", "a:port", "a:99999", "\"a\""] {
+        for bad in [
+            "",
+            "a b",
+            "user@evil",
+            "a/b",
+            "a:port",
+            "a:99999",
+            "\"a\"",
+            ":80",
+        ] {
             assert_eq!(
                 parse(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")).unwrap_err(),
                 HttpError::BadRequest("Host is not a host[:port]"),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_port_is_a_port() {
+        // RFC 3986 §3.2.3: `port = *DIGIT`.
+        let r = parse("GET / HTTP/1.1\r\nHost: localhost:\r\n\r\n").unwrap();
+        assert_eq!(r.host.as_deref(), Some("localhost:"));
     }
 
     #[test]
@@ -774,9 +803,23 @@ mod tests {
         };
         assert_eq!(
             with("", "HTTP/1.1"),
-            HttpError::NotImplemented("Transfer-Encoding is not read here: send a Content-Length")
+            HttpError::NotImplemented("chunked bodies are not read here: send a Content-Length")
         );
         assert_eq!(with("", "HTTP/1.1").status(), 501);
+        // The last coding decides: only a body that ends in `chunked` has a findable end.
+        for (codings, chunked_last) in [
+            ("gzip", false),
+            ("chunked, gzip", false),
+            ("notchunked", false),
+            ("gzip, Chunked", true),
+            ("gzip\r\nTransfer-Encoding: chunked", true),
+        ] {
+            let error = parse(&format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {codings}\r\n\r\n"
+            ))
+            .unwrap_err();
+            assert_eq!(error.status() == 501, chunked_last, "{codings}: {error:?}");
+        }
         assert_eq!(
             with("Content-Length: 5\r\n", "HTTP/1.1"),
             HttpError::BadRequest("both Transfer-Encoding and Content-Length")

@@ -12,7 +12,7 @@
 //! | `end_after=N` | ends the stream after `N` events (1 to 1000) |
 //! | `retry=MS` | starts the stream with `retry: MS` (0 to 600000) |
 //! | `run=LABEL` | counts the request under `LABEL`; `GET /lab/seen?run=LABEL` tells how many came |
-//! | `redirect=N` | answers `N` (301, 302, 303, 307 or 308) with `Location:` the same URL without `redirect` |
+//! | `redirect=N` | answers `N` (301 to 308) with `Location:` the same URL, less `redirect` |
 
 use crate::http::{HttpError, Request, Response, digits, query_decode};
 use std::collections::VecDeque;
@@ -253,21 +253,20 @@ pub fn status_response(status: u16) -> Response {
 
 /// Step 0 of `server::stream_events`: reads the switches of one `GET /events`, counts it under its
 /// `run` label, and logs what a lab stream will do. `Err` is the answer to send instead of a
-/// stream: a switch with a bad value (`400`), or the status `status=N` asks for.
-pub fn prepare(
-    request: &Request,
-    runs: &Runs,
-    peer: SocketAddr,
-) -> Result<Lab, Result<Response, HttpError>> {
-    let lab = Lab::parse(request.query()).map_err(Err)?;
-    if let Some(run) = &lab.run {
+/// stream: a switch with a bad value (`400`), the status `status=N` asks for, or the redirect.
+pub fn prepare(request: &Request, runs: &Runs, peer: SocketAddr) -> Result<Lab, Response> {
+    let lab = Lab::parse(request.query()).map_err(|e| e.response())?;
+    // `/lab/seen` counts what a browser's `EventSource` sends: `GET`s, not a `HEAD` from curl.
+    if let Some(run) = &lab.run
+        && request.method == "GET"
+    {
         runs.saw(run);
     }
     if let Some(status) = lab.status {
-        return Err(Ok(status_response(status)));
+        return Err(status_response(status));
     }
     if let Some(status) = lab.redirect {
-        return Err(Ok(redirect_response(status, request)));
+        return Err(redirect_response(status, request));
     }
     if lab.is_on() {
         let (method, target) = (&request.method, &request.target);

@@ -167,7 +167,8 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
                 "",
             );
         }
-        // A client that connects and leaves without a word (a browser's spare connection): nothing to say.
+        // A client that connects and leaves without a word (a browser's spare connection):
+        // nothing to say.
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
         Err(e)
             if matches!(
@@ -190,9 +191,19 @@ fn handle_connection(mut stream: TcpStream, peer: SocketAddr, app: &App) {
     let head_only = request.method == "HEAD";
     let method = if head_only { "GET" } else { &request.method };
     // Every route, the page included: see `http::host_allowed` for the attack this stops.
-    let allowed = |host: &String| http::host_allowed(host, &app.config.allowed_hosts);
+    if let Some(host) = &request.host
+        && !http::host_allowed(host, &app.config.allowed_hosts)
+    {
+        return respond(
+            &mut stream,
+            peer,
+            &summary,
+            Err(HttpError::UnknownHost),
+            head_only,
+            "",
+        );
+    }
     let response = match (method, request.path()) {
-        _ if !request.host.as_ref().is_none_or(allowed) => Err(HttpError::UnknownHost),
         // `/sse` is the same stream under the name Express tutorials use (README, "Coming from an
         // Express tutorial?").
         ("GET", "/events" | "/sse") => return stream_events(stream, peer, &request, app),
@@ -229,7 +240,7 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // read, skip every line that mentions `lab`.
     let lab = match lab::prepare(request, &app.runs, peer) {
         Ok(lab) => lab,
-        Err(answer) => return refuse(&mut stream, answer),
+        Err(answer) => return refuse(&mut stream, Ok(answer)),
     };
 
     // Step 1: the response head. `200` with `Content-Type: text/event-stream` is what an
@@ -243,14 +254,19 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // Tell nginx, which reads the next header, not to buffer it either.
     handshake += "Cache-Control: no-cache, no-transform\r\n";
     handshake += "X-Accel-Buffering: no\r\n";
+    // RFC 9110 §6.6.1: the time of the response, as every answer here carries.
     handshake += &format!("Date: {}\r\n", http_date(SystemTime::now()));
     // No Content-Length and no chunking: the body runs until the connection closes (RFC 9112
     // §6.3), so every frame reaches the browser the moment it is written (§9.2.7 warns that
-    // chunking done by a layer unaware of the timing can hold events back). The server is the
-    // one that closes, in the end, and says so (RFC 9112 §9.6).
+    // chunking done by a layer unaware of the timing can hold events back). No connection is
+    // ever used for a second request here, and RFC 9112 §9.6 says a server that keeps none must
+    // send `close` in every response.
     handshake += "Connection: close\r\n\r\n";
     if head_only {
-        // `HEAD /events`: the head a `GET` gets, and nothing after it.
+        // `HEAD /events`: the head a `GET` gets, and nothing after it; a `503` when it would.
+        if app.clients.is_full() {
+            return refuse(&mut stream, Err(HttpError::TooManyClients));
+        }
         eprintln!("{peer} {summary} -> 200 OK");
         let _ = stream.write_all(handshake.as_bytes());
         return;
@@ -320,7 +336,8 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
 }
 
 /// `GET /lab/seen?run=LABEL`: how many `GET /events` requests carried `run=LABEL`, as a number
-/// on a line of its own. The lab's page asks this to show that a browser sent no second request after a `204`.
+/// on a line of its own. The lab's page asks this to show that a browser sent no second request
+/// after a `204`.
 fn lab_seen(request: &Request, app: &App) -> Result<Response, HttpError> {
     let run = Lab::parse(request.query())?
         .run

@@ -1,7 +1,8 @@
 //! The ticker: the thread that feeds the event log on a clock.
 //!
 //! Every tick it appends an event of the default type (so `onmessage` fires, §9.2.6 "event")
-//! with the server time as JSON: `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`.
+//! with the server time as JSON:
+//! `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`.
 //! Between ticks it has the client count announced when it changed or a client joined, and a
 //! comment sent as heartbeat when nothing else was sent for a while (§9.2.7 "Authoring notes": a
 //! comment line every 15 seconds or so keeps proxies from dropping an idle connection).
@@ -48,8 +49,10 @@ pub fn run(clients: &ClientList, tick: Duration, heartbeat: Duration, shared: bo
 /// schedule still ahead of `now`, never one that is already due, which would go out in the same
 /// millisecond as this one.
 fn next_after(due: Instant, tick: Duration, now: Instant) -> Instant {
-    let missed = now.saturating_duration_since(due).as_nanos() / tick.as_nanos();
-    due + Duration::from_nanos(((missed + 1) * tick.as_nanos()) as u64)
+    // A tick of zero (possible only for a `Config` built in code) counts as a nanosecond.
+    let tick = tick.as_nanos().max(1);
+    let missed = now.saturating_duration_since(due).as_nanos() / tick;
+    due + Duration::from_nanos(((missed + 1) * tick) as u64)
 }
 
 /// The data of one tick: the time as RFC 3339, and as the `message` text that Express tutorials
@@ -77,6 +80,8 @@ mod tests {
         assert_eq!(next_after(due, tick, due + ms(5500)), due + ms(6000));
         // Woken exactly when tick 2 was due: this tick stands for it, the next is 3.
         assert_eq!(next_after(due, tick, due + ms(2000)), due + ms(3000));
+        // A zero tick (a `Config` built in code) does not divide by zero.
+        assert!(next_after(due, Duration::ZERO, due + ms(5)) > due + ms(5));
     }
 
     #[test]

@@ -224,8 +224,9 @@ fn each_drop_line_gives_the_count_as_it_was_then() {
 
 #[test]
 fn accepting_survives_running_out_of_file_descriptors() {
-    // 48 open files: room for some 40 streams, far below what the default MAX_CLIENTS asks for. Connect 80; the rest wait in the listen queue while
-    // every accept fails with "Too many open files".
+    // 48 open files: room for some 40 streams, far below what the default MAX_CLIENTS asks for.
+    // Connect 80; the rest wait in the listen queue while every accept fails with "Too many open
+    // files".
     let mut limited = Command::new("sh");
     limited
         .arg("-c")
@@ -282,8 +283,12 @@ fn accepting_survives_running_out_of_file_descriptors() {
         "not serving again: {page}"
     );
 
-    // A success ends the run of failures: the next one waits 10 ms again.
-    let _ = stderr.try_iter().count();
+    // A success ends the run of failures: the next one waits 10 ms again. Every line logged
+    // before the page was served is read first, so none of them counts as the next failure.
+    let served = (0..1000)
+        .filter_map(|_| stderr.recv_timeout(Duration::from_secs(5)).ok())
+        .any(|line| line.ends_with(" GET / -> 200 OK"));
+    assert!(served, "the page's answer was never logged");
     let streams: Vec<std::net::TcpStream> = (0..80)
         .map(|_| {
             let mut stream = common::connect(addr);
@@ -301,18 +306,23 @@ fn accepting_survives_running_out_of_file_descriptors() {
     assert!(again.ends_with("; retrying in 10ms"), "{again}");
 }
 
-/// `examples/minimal.rs`, which `cargo test` builds beside the server binary.
+/// `examples/minimal.rs`, built first (a run of this test file alone does not build examples),
+/// as `tests/client.rs` builds `listen`.
 fn minimal() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--quiet", "--example", "minimal"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        cargo.arg("--release");
+    }
+    assert!(
+        cargo.status().expect("run cargo").success(),
+        "build minimal"
+    );
     let server = std::path::Path::new(env!("CARGO_BIN_EXE_sse-server"));
     let dir = server.parent().expect("the binary's folder");
-    let example = dir.join("examples").join("minimal");
-    assert!(
-        example.exists(),
-        "{} is missing: a whole `cargo test` builds the examples, a run of one test file does not \
-         (`cargo build --examples` first)",
-        example.display()
-    );
-    Command::new(example)
+    Command::new(dir.join("examples").join("minimal"))
 }
 
 #[test]

@@ -791,7 +791,8 @@ fn lab_experiments_show_what_the_spec_predicts() {
         )),
         "{resumed}"
     );
-    // B's first event is the gap, naming the id it asked for and the oldest kept, where the replay starts.
+    // B's first event is the gap, naming the id it asked for and the oldest kept, where the
+    // replay starts.
     let b = rows_of(&rows, "B");
     assert_eq!(b[0], "open OPEN", "{b:#?}");
     let gap = b[1]

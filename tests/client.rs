@@ -325,6 +325,17 @@ fn a_redirect_is_followed_and_a_reconnect_goes_where_it_led() {
 }
 
 #[test]
+fn twenty_redirects_are_followed_and_the_twenty_first_is_not() {
+    let redirect = "HTTP/1.1 302 Found\r\nLocation: /again\r\n\r\n".to_string();
+    let (addr, _seen) = small_server(vec![redirect; 21]);
+    let (reports, end) = run_client(&format!("http://{addr}/"), never);
+    let again = Report::Redirect(format!("http://{addr}/again"));
+    assert_eq!(reports.len(), 20);
+    assert!(reports.iter().all(|report| *report == again), "{reports:?}");
+    assert_eq!(end, End::Failed(String::from("more than 20 redirects")));
+}
+
+#[test]
 fn a_redirect_to_https_fails() {
     let (addr, _seen) = small_server(vec![
         "HTTP/1.1 302 Found\r\nLocation: https://example.com/\r\n\r\n".to_string(),
@@ -687,17 +698,17 @@ fn text(bytes: &[u8]) -> String {
 fn listen_exits_1_when_the_connection_fails() {
     let addr = common::start(common::quiet());
     for (query, why) in [
-        ("status=503", "failed: status 503 Service Unavailable; "),
+        ("status=503", "failed: status 503 Service Unavailable"),
         (
             "type=text/plain",
-            r#"failed: Content-Type "text/plain" is not text/event-stream; "#,
+            r#"failed: Content-Type "text/plain" is not text/event-stream"#,
         ),
     ] {
         let output = run_listen(&[&format!("http://{addr}/events?{query}")]);
         assert_eq!(output.status.code(), Some(1), "{query}");
         assert!(output.stdout.is_empty(), "{query}");
         let stderr = text(&output.stderr);
-        assert!(stderr.lines().any(|l| l.starts_with(why)), "{stderr}");
+        assert!(stderr.lines().any(|l| l == why), "{stderr}");
     }
 }
 
@@ -717,6 +728,42 @@ fn listen_exits_0_on_204_and_after_max_events() {
     assert_eq!(lines[0], "clients: 1", "{stdout}");
     assert!(lines[1].starts_with("message (lastEventId "), "{stdout}");
     assert!(text(&output.stderr).contains("\nconnected\n"));
+}
+
+#[test]
+fn listen_stops_when_nobody_reads_its_output() {
+    // `listen | head -1`: once `head` has its line and exits, the next write fails; `listen`
+    // must stop there rather than read and reconnect forever. Ticks every 50 ms keep it writing.
+    let addr = common::start(common::config());
+    let mut child = listen()
+        .arg(format!("http://{addr}/events"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start listen");
+    let mut stdout = child.stdout.take().expect("its stdout");
+    let mut first = [0; 1];
+    stdout
+        .read_exact(&mut first)
+        .expect("a first byte of output");
+    drop(stdout);
+    let deadline = Instant::now() + common::READ_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "listen went on writing to nobody"
+    );
 }
 
 #[test]

@@ -417,6 +417,12 @@ fn lab_seen_counts_requests_by_run_label() {
     get(addr, "/events?status=204&run=y");
     assert_eq!(seen("x1"), "2\n");
     assert_eq!(seen("y"), "1\n");
+    // A HEAD (curl -I) is not what an EventSource sends, and does not count.
+    raw_text(
+        addr,
+        &format!("HEAD /events?run=x1&status=204 HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert_eq!(seen("x1"), "2\n");
     // A stream counts too; a request with a bad value does not.
     let _stream = EventStream::open_at(addr, "/events?run=x1", "");
     get(addr, "/events?run=x1&retry=no");

@@ -796,19 +796,35 @@ fn joins_close_together_are_announced_together() {
         counts.push(witness.next_of("clients").data);
     }
     // The count is checked every 100 ms: 20 joins within that time are one announcement, or two
-    // when a check falls between them. One per join would be 20.
+    // when a check falls between them; on a slow machine, one more per 100 ms the joins took.
+    // One per join would be 20.
+    let checks = 2 + (joined_within.as_millis() / 100) as usize;
     assert!(
-        joined_within < Duration::from_millis(100) || counts.len() <= 3,
-        "joining took {joined_within:?}"
-    );
-    assert!(
-        counts.len() <= 2,
+        counts.len() <= checks.min(19),
         "{counts:?} after 20 joins in {joined_within:?}"
     );
     drop(others);
 }
 
 // ---- HTTP as RFC 9110 and RFC 9112 say ----
+
+#[test]
+fn head_of_a_full_stream_is_503_like_its_get() {
+    let addr = start(Config {
+        max_clients: 1,
+        ..quiet()
+    });
+    let _only = EventStream::open(addr, "");
+    let head = raw_text(
+        addr,
+        &format!("HEAD /events HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{head}"
+    );
+    assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
+}
 
 #[test]
 fn head_is_get_without_the_body_on_every_route() {
