@@ -104,7 +104,9 @@ function timeline(run, heading) {
   if (heading) wrap.append(element("h4", "", heading));
   const table = element("table", "timeline");
   const head = table.createTHead().insertRow();
-  for (const name of ["ms", "stream", "fired", "type", "lastEventId", "data", "readyState"]) {
+  // No `type` column: the DOM event that fires is named after the event's type, so it would
+  // repeat `fired`. `readyState` comes early, so a phone shows it without scrolling sideways.
+  for (const name of ["ms", "stream", "fired", "readyState", "lastEventId", "data"]) {
     head.append(element("th", "", name));
   }
   const body = table.createTBody();
@@ -119,10 +121,10 @@ function row(run, body, name, kind, event, state) {
   tr.dataset.stream = name;
   tr.dataset.kind = kind;
   tr.append(element("td", "", `+${elapsed(run)}`), element("td", "", name), element("td", "", kind));
-  for (const text of event ? [event.type, event.lastEventId, event.data] : ["", "", ""]) {
+  tr.append(element("td", "", state));
+  for (const text of event ? [event.lastEventId, event.data] : ["", ""]) {
     tr.append(element("td", "", text));
   }
-  tr.append(element("td", "", state));
   while (body.rows.length > MAX_ROWS) body.rows[0].remove();
   return tr;
 }
@@ -168,9 +170,9 @@ function watch(run, what, url, on = {}) {
         // One row stands for the rest: how many, and the newest one's id and time.
         more ??= row(run, body, name, "more", null, state());
         more.cells[0].textContent = `+${elapsed(run)}`;
+        more.cells[3].textContent = state();
         more.cells[4].textContent = event.lastEventId;
         more.cells[5].textContent = `… ${plural(events - on.rows, "more event")}, the newest with this id`;
-        more.cells[6].textContent = state();
       }
       on.event?.(event, source);
     });

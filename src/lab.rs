@@ -89,9 +89,16 @@ impl Lab {
         }
         if let Some(n) = self.end_after {
             let events = if n == 1 { "event" } else { "events" };
-            parts.push(format!(
-                "ends after {n} {events}, then the browser reconnects with Last-Event-ID"
-            ));
+            // After a type the browser refused, there is no connection left to come back to.
+            let refused = self
+                .content_type
+                .as_deref()
+                .is_some_and(|t| !is_event_stream(t));
+            parts.push(if refused {
+                format!("ends after {n} {events}")
+            } else {
+                format!("ends after {n} {events}, then the browser reconnects with Last-Event-ID")
+            });
         }
         if let Some(retry) = self.retry {
             parts.push(format!("retry: {}", retry.as_millis()));
@@ -459,7 +466,12 @@ mod tests {
         assert_eq!(
             lab.describe(),
             "lab stream: Content-Type text/plain: a browser fails the connection and will not retry; \
-             ends after 1 event, then the browser reconnects with Last-Event-ID; retry: 500"
+             ends after 1 event; retry: 500"
+        );
+        let lab = Lab::parse("type=text/event-stream;charset=utf-8").unwrap();
+        assert!(
+            lab.describe()
+                .ends_with("ends after 1 event, then the browser reconnects with Last-Event-ID")
         );
     }
 

@@ -513,7 +513,7 @@ fn newest(name: &str, rest: &str) -> String {
 }
 
 /// The timelines of the newest run of experiment `name`, as the page drew them: one row per thing
-/// the browser fired, each as `[ms, stream, fired, type, lastEventId, data, readyState]`.
+/// the browser fired, each as `[ms, stream, fired, readyState, lastEventId, data]`.
 fn timeline(page: &mut Chromium, name: &str) -> Vec<Vec<String>> {
     let rows = page.eval(&format!(
         "[...document.querySelectorAll('#runs-{name} > .run:first-child tbody tr')].map(tr => [...tr.cells].map(td => td.textContent).join('\\t')).join('\\n')"
@@ -529,12 +529,8 @@ fn rows_of(rows: &[Vec<String>], stream: &str) -> Vec<String> {
     rows.iter()
         .filter(|row| row[1] == stream && row[2] != "more")
         .map(|row| match row[2].as_str() {
-            fired @ ("open" | "error") => format!("{fired} {}", row[6]),
-            fired => {
-                // The DOM event that fired is named after the event's type, `message` or not.
-                assert_eq!(fired, row[3], "fired and type: {row:?}");
-                format!("{fired} {} {}", row[5], row[6])
-            }
+            fired @ ("open" | "error") => format!("{fired} {}", row[3]),
+            fired => format!("{fired} {} {}", row[5], row[3]),
         })
         .collect()
 }
@@ -737,7 +733,7 @@ fn lab_experiments_show_what_the_spec_predicts() {
         assert!(chunk[2].starts_with("clients "), "{chunk:?}");
         assert_eq!(chunk[6], "error CONNECTING", "{chunk:?}");
         for row in &a[connection * ROWS + 3..connection * ROWS + 6] {
-            assert_eq!(row[3], "message", "{row:?}");
+            assert_eq!(row[2], "message", "{row:?}");
             ids.push(row[4].clone());
         }
     }
@@ -780,7 +776,7 @@ fn lab_experiments_show_what_the_spec_predicts() {
     // A's events carry on from the one right after the id it gave, with the same ids.
     let a_ids: Vec<&String> = rows
         .iter()
-        .filter(|row| row[1] == "A" && row[3] == "message")
+        .filter(|row| row[1] == "A" && row[2] == "message")
         .map(|row| &row[4])
         .collect();
     assert_eq!(a_ids[..3], main[at + 1..at + 4].iter().collect::<Vec<_>>());
@@ -802,7 +798,7 @@ fn lab_experiments_show_what_the_spec_predicts() {
     assert!(b[2].starts_with("clients "), "{b:#?}");
     let b_first = rows
         .iter()
-        .find(|row| row[1] == "B" && row[3] == "message")
+        .find(|row| row[1] == "B" && row[2] == "message")
         .expect("B's first tick");
     assert_eq!(b_first[4], gap);
     assert!(
