@@ -151,6 +151,12 @@ $("publish").addEventListener("submit", async (event) => {
 // carrying the last event ID seen (8081 and 8082 are the cluster example's default ports).
 $("instance").textContent = location.host;
 $("failover-port").value = { 8081: "8082", 8082: "8081" }[location.port] ?? "";
+// Only a port can be failed over to: with the box empty the button would reload this page.
+const portGiven = () => {
+  $("failover").disabled = !/^[0-9]{1,5}$/.test($("failover-port").value);
+};
+$("failover-port").addEventListener("input", portGiven);
+portGiven();
 $("failover").addEventListener("click", () => {
   const next = new URL(location.href);
   next.port = $("failover-port").value;

@@ -292,6 +292,11 @@ impl ClientList {
         self.lock().sizes.iter().sum()
     }
 
+    /// The newest event id in the log, if it holds any.
+    pub fn last_id(&self) -> Option<EventId> {
+        self.lock().log.last()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

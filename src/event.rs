@@ -18,8 +18,9 @@
 /// `data:` line per line of `data`, then the blank line that dispatches it.
 ///
 /// `id` is one of the server's own ids ([`crate::event_log::EventId`], such as `1795262400000-7`)
-/// and `event_type` one of its own names (`publish`, `clients`, `gap`, `lab`); neither is text
-/// from a client, so neither holds a line break.
+/// and `event_type` one of its own names (`publish`, `clients`, `gap`, `lab`), or with Redis one
+/// read from the shared stream, which `redis_log.rs` lets through only as letters, digits, `-`
+/// and `_`. Neither is text from a client, so neither holds a line break.
 ///
 /// ```
 /// use sse_server::event::frame;

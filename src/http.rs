@@ -44,6 +44,10 @@ pub enum HttpError {
     TooManyClients,
     /// Already `MAX_IN_FLIGHT` connections being read or answered, each on its own thread.
     Busy,
+    /// With Redis: the shared log is unreachable or refused the event; nothing was published.
+    LogUnavailable,
+    /// With Redis: the event was sent to the shared log and no answer came back in time.
+    LogTimeout,
 }
 
 impl HttpError {
@@ -61,7 +65,9 @@ impl HttpError {
             HttpError::UnknownHost => 421,
             HttpError::HeadTooLarge => 431,
             HttpError::NotImplemented(_) => 501,
-            HttpError::TooManyClients | HttpError::Busy => 503,
+            HttpError::TooManyClients | HttpError::Busy | HttpError::LogUnavailable => 503,
+            // RFC 9110 §15.6.5: an upstream this server needed, Redis here, did not answer.
+            HttpError::LogTimeout => 504,
         }
     }
 
@@ -85,6 +91,14 @@ impl HttpError {
             HttpError::HeadTooLarge => "the request head is over 8 KiB",
             HttpError::TooManyClients => "too many open streams, try again later",
             HttpError::Busy => "too many requests in progress, try again later",
+            HttpError::LogUnavailable => {
+                "Redis, the shared event log, is unreachable or refused the event: nothing was \
+                 published; try again"
+            }
+            HttpError::LogTimeout => {
+                "Redis, the shared event log, did not answer in time: the event may or may not \
+                 have been published"
+            }
         };
         let body = format!("{status} {}: {detail}\n", reason(status));
         let mut response = Response::new(status, "text/plain; charset=utf-8", body.into_bytes());
@@ -94,7 +108,9 @@ impl HttpError {
                 response.headers.push(("Allow", allow.to_string()))
             }
             HttpError::TooManyClients => response.headers.push(("Retry-After", "10".into())),
-            HttpError::Busy => response.headers.push(("Retry-After", "1".into())),
+            HttpError::Busy | HttpError::LogUnavailable => {
+                response.headers.push(("Retry-After", "1".into()))
+            }
             _ => {}
         }
         response

@@ -2,11 +2,12 @@
 //! every server that points at it, so several servers give their clients the same events, in the
 //! same order, with the same ids.
 //!
-//! Three paths, one Redis command each: publish is `XADD`, and the id Redis gives is the event's
-//! SSE `id:` (§9.2.6 "id"); a reader thread follows the stream with `XREAD` and copies what it
-//! reads into this server's own [`EventLog`](crate::event_log::EventLog), which becomes a
-//! mirror; a resume (§9.2.4 `Last-Event-ID`) is replayed from the stream with `XRANGE`. Only
-//! `redis://host:port`: no password, no TLS, no Sentinel or Cluster (README, "Past one process").
+//! Three paths: publish is `XADD`, and the id Redis gives is the event's SSE `id:` (§9.2.6
+//! "id"); a reader thread finds the stream's newest id (`XREVRANGE`), then follows it with
+//! `XREAD` and copies what it reads into this server's own
+//! [`EventLog`](crate::event_log::EventLog), which becomes a mirror; a resume (§9.2.4
+//! `Last-Event-ID`) is replayed from the stream with `XRANGE`. Only `redis://host:port`: no
+//! password, no TLS, no Sentinel or Cluster (README, "Past one process").
 
 use crate::broadcast::ClientList;
 use crate::event;
@@ -14,7 +15,7 @@ use crate::event_log::{EventId, Resume, gap_notice};
 use crate::resp::{Connection, Reply};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, TryLockError};
 use std::thread;
 use std::time::Duration;
 
@@ -73,9 +74,18 @@ pub struct RedisLog {
     /// Counts the reader's (re)connections: a publishing connection made before the last one may
     /// be to a Redis that has since restarted, and is replaced.
     epoch: AtomicU64,
-    /// The connection `POST /publish` uses, with the epoch it was made in. One at a time: an
-    /// `XADD` on loopback is a fraction of a millisecond. A busier server would keep a pool.
+    /// The connection `POST /publish` keeps for the next one, with the epoch it was made in.
     publisher: Mutex<Option<(u64, Connection)>>,
+}
+
+/// Why a publish failed, and so whether the event may be in the stream after all.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Redis is unreachable, never got the whole command, or refused it: nothing was published.
+    NotPublished(io::Error),
+    /// The command went out and no answer came back in time: Redis may have added the event
+    /// (its clients get it) or not, and this server cannot tell which.
+    Unconfirmed(io::Error),
 }
 
 /// What a resuming client is sent from the stream before it joins the client list.
@@ -108,29 +118,47 @@ impl RedisLog {
 
     /// `XADD sse:events MAXLEN 101 * type <type> data <data>`: `*` lets Redis choose the id,
     /// `<ms>-<seq>`, larger than any before. Returns it once Redis has the event.
-    pub fn publish(&self, event_type: &str, data: &str) -> io::Result<EventId> {
-        let mut publisher = self
-            .publisher
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let connection = match publisher.take() {
-            Some((made, connection)) if made == epoch => connection,
-            _ => Connection::open(&self.addr, TIMEOUT)?,
+    pub fn publish(&self, event_type: &str, data: &str) -> Result<EventId, PublishError> {
+        // The reader is the one that notices Redis is gone; while it is, fail at once rather than
+        // wait out a connect timeout per publish.
+        if !self.is_up() {
+            return Err(PublishError::NotPublished(not_connected()));
+        }
+        // The kept connection, if no other publish is using it. One that is in use is not waited
+        // for: behind a slow Redis, each publish in a queue would wait out the ones before it.
+        // This one opens a connection of its own instead (a fraction of a millisecond on
+        // loopback). A busier server would keep a pool.
+        let mut kept = match self.publisher.try_lock() {
+            Ok(kept) => Some(kept),
+            Err(TryLockError::Poisoned(kept)) => Some(kept.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         };
-        let (_, redis) = publisher.insert((epoch, connection));
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut redis = match kept.as_mut().and_then(|kept| kept.take()) {
+            Some((made, connection)) if made == epoch => connection,
+            _ => Connection::open(&self.addr, TIMEOUT).map_err(PublishError::NotPublished)?,
+        };
         let args = [
             "XADD", STREAM, "MAXLEN", MAXLEN, "*", "type", event_type, "data", data,
         ];
-        let id = match redis.command(&args) {
-            Ok(Reply::Bulk(id)) => parse_id(&id)?,
-            Ok(other) => return Err(invalid(format!("XADD answered {other:?}"))),
-            Err(e) => {
-                // A connection that failed once is not trusted again: the next publish opens one.
-                *publisher = None;
-                return Err(e);
+        // A connection that failed once is not trusted again: it is dropped, and the next
+        // publish opens one.
+        redis.send(&args).map_err(PublishError::NotPublished)?;
+        let id = match redis.reply().map_err(PublishError::Unconfirmed)? {
+            Reply::Bulk(id) => parse_id(&id).map_err(PublishError::Unconfirmed)?,
+            Reply::Error(text) => {
+                return Err(PublishError::NotPublished(io::Error::other(format!(
+                    "Redis: {text}"
+                ))));
+            }
+            other => {
+                let odd = invalid(format!("XADD answered {other:?}"));
+                return Err(PublishError::Unconfirmed(odd));
             }
         };
+        if let Some(kept) = &mut kept {
+            **kept = Some((epoch, redis));
+        }
         Ok(id)
     }
 
@@ -138,12 +166,9 @@ impl RedisLog {
     /// if the first entry is that id, the browser saw it and missed exactly the rest; if not
     /// (trimmed, never in this stream, not an id at all), the `gap` notice, then all that is kept.
     /// An error if Redis is unreachable.
-    pub fn replay(&self, resume: Resume) -> io::Result<Replay> {
+    pub fn replay(&self, resume: Resume, clients: &ClientList) -> io::Result<Replay> {
         if !self.is_up() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the reader is not connected to Redis",
-            ));
+            return Err(not_connected());
         }
         let asked = match resume {
             Resume::After(id) => Some(id),
@@ -165,15 +190,19 @@ impl RedisLog {
             "Last-Event-ID {} -> ",
             asked.map_or(String::from("not an id of ours"), |id| id.to_string())
         );
+        // Our copy's newest id before reading, for a client that gets the gap and nothing else.
+        let copied = clients.last_id();
         let mut entries = match asked {
             Some(id) => range(&mut redis, &id.to_string())?,
             None => Vec::new(),
         };
-        if asked.is_some() && entries.first().map(|e| e.id) == asked {
+        let resumed = asked.is_some() && entries.first().map(|e| e.id) == asked;
+        if resumed {
             entries.remove(0);
         } else {
             entries = range(&mut redis, "-")?;
-            frames += &gap_notice(asked, entries.first().map(|e| e.id));
+            let oldest = entries.iter().find(|e| e.event.is_ok()).map(|e| e.id);
+            frames += &gap_notice(asked, oldest);
             note += "gap, ";
         }
         note += &match (entries.first(), entries.last()) {
@@ -181,25 +210,30 @@ impl RedisLog {
             _ => String::from("nothing to replay"),
         };
         for entry in &entries {
-            let id = entry.id.to_string();
-            frames += &event::frame(Some(&id), entry.event_type.as_deref(), &entry.data);
+            // An entry that is no event was reported by the reader, which met it first.
+            if let Ok(event) = &entry.event {
+                let id = entry.id.to_string();
+                frames += &event::frame(Some(&id), event.event_type.as_deref(), &event.data);
+            }
         }
-        // It joins our mirror after the last event it was sent, or after the one it saw. After a
-        // gap with nothing kept, at the mirror's end: there is nothing it could be sent twice.
-        let through = entries
-            .last()
-            .map(|e| e.id)
-            .or(asked.filter(|_| frames.is_empty()));
-        let resume = through.map_or(Resume::New, Resume::Through);
+        // It joins our copy after the last entry it was sent, or after the one it saw. After a
+        // gap with nothing to replay, after what our copy held before the stream was read: an
+        // entry added since may already be in our copy, and must not be skipped.
+        let through = match (entries.last(), resumed) {
+            (Some(last), _) => last.id,
+            (None, true) => asked.unwrap_or(START),
+            (None, false) => copied.unwrap_or(START),
+        };
         Ok(Replay {
             frames,
-            resume,
+            resume: Resume::Through(through),
             note,
         })
     }
 
     /// The reader thread: follows the stream into `clients`' log, forever. When Redis cannot be
-    /// reached it tries again after 0.1 s, then 0.2 s, doubling up to 5 s.
+    /// reached, or fails before the first `XREAD` is answered, it tries again after 0.1 s, then
+    /// 0.2 s, doubling up to 5 s.
     pub fn run_reader(&self, clients: &ClientList) -> ! {
         let mut last = None;
         let mut backoff = BACKOFF_MIN;
@@ -207,8 +241,8 @@ impl RedisLog {
             let Err(e) = self.follow(clients, &mut last, &mut backoff);
             if self.up.swap(false, Ordering::AcqRel) {
                 eprintln!(
-                    "Redis at {}: lost ({e}). Publishing answers 503, new streams get retry: and \
-                     end, open streams stay open; reconnecting",
+                    "Redis at {}: lost ({e}); until it is back, publishing answers 503 and new \
+                     streams get retry: and end, while open streams stay open",
                     self.addr
                 );
             } else {
@@ -273,15 +307,19 @@ impl RedisLog {
         };
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.up.store(true, Ordering::Release);
-        *backoff = BACKOFF_MIN;
         redis.set_read_timeout(Duration::from_millis(BLOCK_MS) + TIMEOUT)?;
         let block = BLOCK_MS.to_string();
         loop {
             let args = [
                 "XREAD", "COUNT", "1000", "BLOCK", &block, "STREAMS", STREAM, &from,
             ];
+            let reply = redis.command(&args)?;
+            // Redis answers: the wait before the next reconnection starts short again. Not
+            // sooner: a Redis that takes connections and then fails every XREAD would be asked
+            // ten times a second.
+            *backoff = BACKOFF_MIN;
             // `Nil`: nothing came within the block time; ask again. Otherwise one stream's entries.
-            let reply = match redis.command(&args)? {
+            let reply = match reply {
                 Reply::Nil => continue,
                 Reply::Array(mut streams) if streams.len() == 1 => match streams.pop() {
                     Some(Reply::Array(mut stream)) if stream.len() == 2 => stream.pop(),
@@ -292,12 +330,19 @@ impl RedisLog {
             let reply =
                 reply.ok_or_else(|| invalid(String::from("XREAD answered an odd shape")))?;
             for entry in entries(reply)? {
-                if !clients.append_with_id(entry.id, entry.event_type.as_deref(), &entry.data) {
-                    eprintln!(
-                        "event {} is not newer than our copy's newest: skipped",
-                        entry.id
-                    );
+                match &entry.event {
+                    Ok(event) => {
+                        let (event_type, data) = (event.event_type.as_deref(), &event.data);
+                        if !clients.append_with_id(entry.id, event_type, data) {
+                            eprintln!(
+                                "event {} is not newer than our copy's newest: skipped",
+                                entry.id
+                            );
+                        }
+                    }
+                    Err(why) => eprintln!("{STREAM} entry {} skipped: {why}", entry.id),
                 }
+                // Read, sent or not: the next XREAD asks for what comes after it.
                 *last = Some(entry.id);
                 from = entry.id.to_string();
             }
@@ -305,9 +350,14 @@ impl RedisLog {
     }
 }
 
-/// One entry of the stream.
+/// One entry of the stream: its id, and the event it holds.
 struct Entry {
     id: EventId,
+    /// The event, or why the entry is none: see [`event_of`].
+    event: Result<Event, String>,
+}
+
+struct Event {
     event_type: Option<String>,
     data: String,
 }
@@ -321,8 +371,7 @@ fn range_of(redis: &mut Connection, start: &str, end: &str, count: &str) -> io::
     entries(redis.command(&["XRANGE", STREAM, start, end, "COUNT", count])?)
 }
 
-/// Reads a list of entries, each `[id, [field, value, ...]]`. Our fields are `type` and `data`;
-/// an entry without `data` (written by some other program) is an error, not an empty event.
+/// Reads a list of entries, each `[id, [field, value, ...]]`.
 fn entries(reply: Reply) -> io::Result<Vec<Entry>> {
     let Reply::Array(list) = reply else {
         return Err(invalid(format!(
@@ -339,26 +388,47 @@ fn entries(reply: Reply) -> io::Result<Vec<Entry>> {
         else {
             return Err(invalid(String::from("an entry is not [id, fields]")));
         };
-        let (mut event_type, mut data) = (None, None);
-        for field in fields.chunks(2) {
-            let [Reply::Bulk(name), Reply::Bulk(value)] = field else {
-                return Err(invalid(String::from("a field is not a name and a value")));
-            };
-            let value = String::from_utf8(value.clone())
-                .map_err(|_| invalid(String::from("a field value is not UTF-8")))?;
-            match name.as_slice() {
-                b"type" => event_type = Some(value),
-                b"data" => data = Some(value),
-                _ => {}
-            }
-        }
+        let id = parse_id(&id)?;
         out.push(Entry {
-            id: parse_id(&id)?,
-            event_type,
-            data: data.ok_or_else(|| invalid(String::from("an entry without data")))?,
+            id,
+            event: event_of(&fields),
         });
     }
     Ok(out)
+}
+
+/// The event in an entry's fields, `type` and `data`, as `POST /publish` writes them. Any program
+/// that reaches Redis can add entries, so each is checked: one with no `data`, a value that is
+/// not UTF-8, or a `type` that is not a plain name is no event. A `type` goes out on a line of its
+/// own after `event: `, so a line break in it would start a field of its own (an `id:` no server
+/// gave); a plain name is what `addEventListener` can listen for anyway.
+fn event_of(fields: &[Reply]) -> Result<Event, String> {
+    let (mut event_type, mut data) = (None, None);
+    for field in fields.chunks(2) {
+        let [Reply::Bulk(name), Reply::Bulk(value)] = field else {
+            return Err(String::from("a field is not a name and a value"));
+        };
+        let value = String::from_utf8(value.clone())
+            .map_err(|_| String::from("a field value is not UTF-8"))?;
+        match name.as_slice() {
+            b"type" => event_type = Some(value),
+            b"data" => data = Some(value),
+            _ => {}
+        }
+    }
+    let plain = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if let Some(name) = event_type.as_deref().filter(|name| !plain(name)) {
+        return Err(format!(
+            "type {name:?} is not a name of letters, digits, - and _"
+        ));
+    }
+    let data = data.ok_or_else(|| String::from("no data field"))?;
+    Ok(Event { event_type, data })
 }
 
 fn parse_id(bytes: &[u8]) -> io::Result<EventId> {
@@ -373,6 +443,13 @@ fn parse_id(bytes: &[u8]) -> io::Result<EventId> {
         })
 }
 
+fn not_connected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the reader is not connected to Redis",
+    )
+}
+
 fn invalid(text: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, text)
 }
@@ -380,6 +457,9 @@ fn invalid(text: String) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
 
     #[test]
     fn a_redis_url_is_host_and_port() {
@@ -417,29 +497,183 @@ mod tests {
         Reply::Bulk(text.as_bytes().to_vec())
     }
 
+    fn entry(id: &str, fields: &[&[u8]]) -> Reply {
+        let fields = fields.iter().map(|f| Reply::Bulk(f.to_vec())).collect();
+        Reply::Array(vec![bulk(id), Reply::Array(fields)])
+    }
+
     #[test]
     fn entries_are_read_from_their_reply() {
-        let entry = |id: &str, fields: &[&str]| {
-            Reply::Array(vec![
-                bulk(id),
-                Reply::Array(fields.iter().map(|f| bulk(f)).collect()),
-            ])
-        };
         let reply = Reply::Array(vec![
-            entry("5-1", &["type", "publish", "data", "hi"]),
-            entry("6-0", &["data", "no type"]),
+            entry("5-1", &[b"type", b"publish", b"data", b"hi"]),
+            entry("6-0", &[b"data", b"no type", b"other", b"ignored"]),
         ]);
         let got = entries(reply).unwrap();
         assert_eq!(got[0].id, EventId { ms: 5, seq: 1 });
-        assert_eq!(got[0].event_type.as_deref(), Some("publish"));
+        let event = got[0].event.as_ref().unwrap();
         assert_eq!(
-            (got[1].event_type.as_deref(), got[1].data.as_str()),
+            (event.event_type.as_deref(), event.data.as_str()),
+            (Some("publish"), "hi")
+        );
+        let event = got[1].event.as_ref().unwrap();
+        assert_eq!(
+            (event.event_type.as_deref(), event.data.as_str()),
             (None, "no type")
         );
-        let no_data = Reply::Array(vec![entry("7-0", &["type", "x"])]);
-        assert!(entries(no_data).is_err());
-        let bad_id = Reply::Array(vec![entry("seven", &["data", "x"])]);
+        let bad_id = Reply::Array(vec![entry("seven", &[b"data", b"x"])]);
         assert!(entries(bad_id).is_err());
         assert!(entries(Reply::Integer(3)).is_err());
+    }
+
+    #[test]
+    fn an_entry_that_is_no_event_keeps_its_id_and_says_why() {
+        let cases: [(&[&[u8]], &str); 6] = [
+            (&[b"type", b"x"], "no data field"),
+            (&[b"data", b"\xff"], "a field value is not UTF-8"),
+            (
+                &[b"type", b"a\nid: 1-0", b"data", b"x"],
+                "type \"a\\nid: 1-0\" is not a name",
+            ),
+            (&[b"type", b"", b"data", b"x"], "type \"\" is not a name"),
+            (
+                &[b"type", b"a\rid: 1-0", b"data", b"x"],
+                "type \"a\\rid: 1-0\" is not a name",
+            ),
+            (&[b"data"], "a field is not a name and a value"),
+        ];
+        for (fields, why) in cases {
+            let got = entries(Reply::Array(vec![entry("7-0", fields)])).unwrap();
+            assert_eq!(got[0].id, EventId { ms: 7, seq: 0 });
+            let error = got[0].event.as_ref().err().expect("no event");
+            assert!(error.starts_with(why), "{error:?} for {fields:?}");
+        }
+        let fine = entries(Reply::Array(vec![entry(
+            "8-0",
+            &[b"type", b"a-B_9", b"data", b""],
+        )]));
+        assert!(fine.unwrap()[0].event.is_ok());
+    }
+
+    /// A pretend Redis on loopback: reads a command at a time and answers each with the next of
+    /// `replies`; after the last, closes the connection. Returns its address, and what it was
+    /// sent, one read at a time.
+    fn fake_redis(replies: &'static [&'static str]) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (sent, received) = mpsc::channel();
+        thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            for reply in replies {
+                let mut command = [0; 4096];
+                let n = socket.read(&mut command).unwrap_or(0);
+                let _ = sent.send(String::from_utf8_lossy(&command[..n]).into_owned());
+                let _ = socket.write_all(reply.as_bytes());
+            }
+        });
+        (addr, received)
+    }
+
+    fn clients() -> ClientList {
+        ClientList::new(10, 1, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn the_reader_moves_past_an_entry_that_is_no_event() {
+        let (addr, sent) = fake_redis(&[
+            // XREVRANGE: the stream is empty.
+            "*0\r\n",
+            // XREAD: one of ours, then an entry with no data.
+            "*1\r\n*2\r\n$10\r\nsse:events\r\n*2\r\n\
+             *2\r\n$3\r\n5-0\r\n*2\r\n$4\r\ndata\r\n$2\r\nhi\r\n\
+             *2\r\n$3\r\n6-0\r\n*2\r\n$4\r\ntype\r\n$1\r\nx\r\n",
+            "-ERR enough\r\n",
+        ]);
+        let (log, clients) = (RedisLog::new(addr), clients());
+        let (mut last, mut backoff) = (None, BACKOFF_MAX);
+        let Err(e) = log.follow(&clients, &mut last, &mut backoff);
+        assert_eq!(e.to_string(), "Redis: ERR enough");
+        // Ours is in our copy; the other is not, but it counts as read.
+        assert_eq!(clients.last_id(), Some(EventId { ms: 5, seq: 0 }));
+        assert_eq!(last, Some(EventId { ms: 6, seq: 0 }));
+        let commands: Vec<String> = sent.try_iter().collect();
+        assert!(commands[1].ends_with("\r\n0-0\r\n"), "{commands:?}");
+        assert!(commands[2].ends_with("\r\n6-0\r\n"), "{commands:?}");
+        // An XREAD was answered, so the next wait starts short again.
+        assert_eq!(backoff, BACKOFF_MIN);
+    }
+
+    #[test]
+    fn the_wait_stays_long_when_redis_fails_before_answering_an_xread() {
+        let (addr, _) = fake_redis(&["*0\r\n", "-ERR no XREAD here\r\n"]);
+        let (log, clients) = (RedisLog::new(addr), clients());
+        let (mut last, mut backoff) = (None, BACKOFF_MAX);
+        let Err(e) = log.follow(&clients, &mut last, &mut backoff);
+        assert_eq!(e.to_string(), "Redis: ERR no XREAD here");
+        assert_eq!(backoff, BACKOFF_MAX);
+    }
+
+    #[test]
+    fn after_a_gap_with_nothing_kept_a_client_joins_after_what_our_copy_held() {
+        // Both XRANGEs find the stream empty (a Redis restarted without its data).
+        let (addr, _) = fake_redis(&["*0\r\n", "*0\r\n"]);
+        let (log, clients) = (RedisLog::new(addr), clients());
+        log.up.store(true, Ordering::Release);
+        clients.append_with_id(EventId { ms: 9, seq: 0 }, None, "copied");
+        let replay = log.replay(Resume::After(EventId { ms: 3, seq: 0 }), &clients);
+        let replay = replay.unwrap();
+        assert_eq!(
+            replay.frames,
+            gap_notice(Some(EventId { ms: 3, seq: 0 }), None)
+        );
+        assert!(matches!(replay.resume, Resume::Through(id) if id == EventId { ms: 9, seq: 0 }));
+    }
+
+    #[test]
+    fn publishing_while_the_reader_is_away_fails_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let log = RedisLog::new(listener.local_addr().unwrap().to_string());
+        let error = log.publish("publish", "x").unwrap_err();
+        assert!(matches!(error, PublishError::NotPublished(_)), "{error:?}");
+        // Not even a connection was tried.
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn a_publish_does_not_wait_for_the_kept_connection() {
+        let (addr, _) = fake_redis(&["$3\r\n5-0\r\n"]);
+        let log = std::sync::Arc::new(RedisLog::new(addr));
+        log.up.store(true, Ordering::Release);
+        // Another publish holds the kept connection (stuck behind a slow Redis, say).
+        let held = log.publisher.lock().unwrap();
+        let (done, result) = mpsc::channel();
+        let publisher = std::sync::Arc::clone(&log);
+        thread::spawn(move || done.send(publisher.publish("publish", "x").map_err(|_| ())));
+        let id = result.recv_timeout(Duration::from_secs(5));
+        drop(held);
+        assert_eq!(id, Ok(Ok(EventId { ms: 5, seq: 0 })));
+    }
+
+    #[test]
+    fn an_unanswered_publish_is_unconfirmed_and_a_refused_one_is_not_published() {
+        // No answer (the connection closes), a refusal, an answer that is not an id.
+        let cases: [(&'static [&'static str], bool); 3] = [
+            (&[""], true),
+            (&["-OOM full\r\n"], false),
+            (&[":1\r\n"], true),
+        ];
+        for (reply, sent) in cases {
+            let log = RedisLog::new(fake_redis(reply).0);
+            log.up.store(true, Ordering::Release);
+            let error = log.publish("publish", "x").unwrap_err();
+            let unconfirmed = matches!(error, PublishError::Unconfirmed(_));
+            assert_eq!(unconfirmed, sent, "{reply:?}: {error:?}");
+        }
     }
 }

@@ -44,6 +44,9 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> 
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
+    if end == 0 {
+        return Err(String::from("a reply line has no type byte"));
+    }
     let line = std::str::from_utf8(&buf[1..end]).map_err(|_| "a reply line is not UTF-8")?;
     let mut used = end + 2;
     let number = || -> Result<i64, String> {
@@ -132,24 +135,35 @@ impl Connection {
     }
 
     /// Sends one command and reads its reply. A Redis error (`-ERR ...`) is an `Err` too, with
-    /// Redis's text: the callers here have no use for a refused command.
+    /// Redis's text: most callers here have no use for a refused command.
     pub fn command(&mut self, args: &[&str]) -> io::Result<Reply> {
-        self.stream.write_all(&encode(args))?;
+        self.send(args)?;
+        match self.reply()? {
+            Reply::Error(text) => Err(io::Error::other(format!("Redis: {text}"))),
+            reply => Ok(reply),
+        }
+    }
+
+    /// Sends one command. A failure here means Redis never got all of it, so never ran it.
+    pub fn send(&mut self, args: &[&str]) -> io::Result<()> {
+        self.stream.write_all(&encode(args))
+    }
+
+    /// Reads the reply to the command sent, `Reply::Error` included. A failure here leaves it
+    /// unknown whether Redis ran the command: it may have, and the answer was lost on the way.
+    pub fn reply(&mut self) -> io::Result<Reply> {
         loop {
             let parsed =
                 parse(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
             if let Some((reply, used)) = parsed? {
                 self.buf.drain(..used);
-                return match reply {
-                    Reply::Error(text) => Err(io::Error::other(format!("Redis: {text}"))),
-                    reply => Ok(reply),
-                };
+                return Ok(reply);
             }
-            // Not all there yet: read more onto the end. `parse` starts again from the first byte
-            // each time, so each read offers room for at least as much as is already here: a
-            // large reply (a replay of 100 events of 64 KiB) needs few reads, each parse-again
-            // cheap next to the bytes read. The room is on the heap: connection threads run on
-            // small stacks.
+            // Not all there yet: read more onto the end, then parse again from the first byte.
+            // Simple, and bounded: our largest reply is a replay of 102 entries of 64 KiB. Each
+            // read offers room for at least as much as is already here, so a large reply comes
+            // in large reads, not 16 KiB at a time. The room is on the heap: connection threads
+            // run on small stacks.
             let have = self.buf.len();
             self.buf.resize(have + have.max(16 * 1024), 0);
             let read = self.stream.read(&mut self.buf[have..]);
@@ -291,6 +305,8 @@ mod tests {
             "*-5\r\n",
             "$99999999999\r\n",
             "*9999999\r\n",
+            "\r\n",
+            "*1\r\n\r\n",
         ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
         }

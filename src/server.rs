@@ -9,7 +9,7 @@ use crate::dates::http_date;
 use crate::event_log::Resume;
 use crate::http::{self, HttpError, Request, Response, query_value};
 use crate::lab::{self, Lab};
-use crate::redis_log::RedisLog;
+use crate::redis_log::{PublishError, RedisLog};
 use crate::{event, static_files, ticker};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -291,9 +291,9 @@ fn stream_events(mut stream: TcpStream, peer: SocketAddr, request: &Request, app
     // Step 3b, with Redis only (redis_log.rs): the replay comes from the shared stream, which
     // holds what other servers published too; then the client joins our copy of the log after
     // the last id it was sent. Redis unreachable: a `200`, the `retry:`, and the end of the
-    // stream, so the browser tries again later; a `503` would fail it for good (§9.2.3).
+    // stream, so the browser tries again later; a `503` would fail it for good (§9.2.2-§9.2.3).
     if let Some(redis) = &app.redis {
-        match redis.replay(resume) {
+        match redis.replay(resume, &app.clients) {
             Ok(replay) => {
                 handshake += &replay.frames;
                 resume = replay.resume;
@@ -394,19 +394,18 @@ fn publish(
         None => app.clients.append(Some("publish"), &text),
         // With Redis, the event exists once the shared stream has it, and only then: never
         // "deliver locally" when Redis is down, as that id would be in no shared log.
-        Some(redis) => match redis.publish("publish", &text) {
-            Ok(id) => id,
-            Err(e) => {
-                eprintln!("publish failed: Redis at {} ({e}); 503", redis.addr());
-                let mut busy = Response::new(
-                    503,
-                    "text/plain; charset=utf-8",
-                    b"Redis, the shared event log, is unreachable; try again\n".to_vec(),
-                );
-                busy.headers.push(("Retry-After", String::from("1")));
-                return Ok(busy);
-            }
-        },
+        Some(redis) => redis.publish("publish", &text).map_err(|e| {
+            let (error, what) = match e {
+                PublishError::NotPublished(e) => (HttpError::LogUnavailable, e),
+                PublishError::Unconfirmed(e) => (HttpError::LogTimeout, e),
+            };
+            let status = error.status();
+            eprintln!(
+                "publish failed: Redis at {} ({what}); {status}",
+                redis.addr()
+            );
+            error
+        })?,
     };
     eprintln!(
         "published {} bytes as event {id}, on its way to {} connected",

@@ -337,6 +337,15 @@ fn page_shows_the_stream_in_a_real_browser() {
         v == "OPEN"
     });
 
+    // Fail over needs a port: off the cluster's ports the box starts empty and the button off.
+    let failover = "String(document.getElementById('failover').disabled)";
+    assert_eq!(page.eval(failover), "true");
+    page.eval(
+        "const box = document.getElementById('failover-port'); box.value = '8082'; \
+         box.dispatchEvent(new Event('input')); 'ok'",
+    );
+    assert_eq!(page.eval(failover), "false");
+
     // The log keeps at most 100 entries however long the page runs.
     for i in 0..120 {
         common::publish(addr, &format!("filler {i}"));

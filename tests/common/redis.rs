@@ -63,6 +63,25 @@ impl Redis {
         }
     }
 
+    /// Stops it without closing anything (SIGSTOP): commands sent to it go unanswered, as from a
+    /// Redis that hangs, until [`wake`](Self::wake).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused one go on (SIGCONT): it runs the commands that waited, in order.
+    pub fn wake(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let sent = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {which} {pid}");
+    }
+
     /// Starts it (again) on the same port, empty: nothing was saved. Waits for `PING`.
     pub fn restart(&mut self) {
         self.kill();
@@ -80,6 +99,9 @@ impl Redis {
                 .and_then(|mut redis| redis.command(&["PING"]));
             if matches!(pong, Ok(Reply::Simple(ref s)) if s == "PONG") {
                 return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited ({status}) before answering PING");
             }
             assert!(
                 Instant::now() < deadline,
