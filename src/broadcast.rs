@@ -406,16 +406,10 @@ impl ClientList {
             let state = self.lock();
             view.refresh(&state, self.changes.load(Ordering::Acquire));
         }
-        // Redis mode: the shared log lost its history. Between two frames, the `gap` notice; the
-        // events it had not been sent yet are gone.
-        if client.restarts != view.restarts && client.offset == 0 {
-            client.restarts = view.restarts;
-            client.skip_through = None;
-            client.out.extend_from_slice(&view.gap);
-            client.position = client.position.max(view.first);
-        }
         // Redis mode: events it already had from the replay may reach our copy of the log after
-        // it joined. Skip them, until our copy has caught up with the replay's last id.
+        // it joined. Skip them, until our copy has caught up with the replay's last id. The log
+        // may have grown since the look above: look again under the same lock, or its position
+        // could point past the end of what this pass sees.
         if let Some(through) = client.skip_through
             && client.offset == 0
         {
@@ -424,6 +418,15 @@ impl ClientList {
             if state.log.last() >= Some(through) {
                 client.skip_through = None;
             }
+            view.refresh(&state, self.changes.load(Ordering::Acquire));
+        }
+        // Redis mode: the shared log lost its history. Between two frames, the `gap` notice; the
+        // events it had not been sent yet are gone.
+        if client.restarts != view.restarts && client.offset == 0 {
+            client.restarts = view.restarts;
+            client.skip_through = None;
+            client.out.extend_from_slice(&view.gap);
+            client.position = client.position.max(view.first);
         }
         if client.position < view.first && client.fresh {
             // The log moved on between its join and this first visit (events were appended and
@@ -1047,6 +1050,29 @@ mod tests {
         list.pass(0);
         list.append_with_id(id(6, 0), None, "c");
         list.pass(0);
+        assert_eq!(data_of(&read_available(&mut end)), ["1", "c"]);
+    }
+
+    #[test]
+    fn events_that_reach_our_copy_mid_visit_do_not_carry_a_replayed_client_past_the_view() {
+        let list = list();
+        let id = |ms, seq| EventId { ms, seq };
+        let mut end = join(&list, Resume::Through(id(5, 1)), "", None);
+        let mut share = std::mem::take(&mut list.lock().shares[0]);
+        // A writer looks at the log (empty)...
+        let mut view = View::new();
+        view.refresh(&list.lock(), list.changes.load(Ordering::Acquire));
+        // ...and right after that look, before it reaches this client, the reader copies the
+        // replay's events and one more into the log (the writer's view of the count is the
+        // one it had just read).
+        list.append_with_id(id(5, 0), None, "a");
+        list.append_with_id(id(5, 1), None, "b");
+        list.append_with_id(id(6, 0), None, "c");
+        view.changes = list.changes.load(Ordering::Acquire);
+        assert!(matches!(
+            list.visit(&mut share[0], &mut view),
+            Visit::UpToDate
+        ));
         assert_eq!(data_of(&read_available(&mut end)), ["1", "c"]);
     }
 

@@ -26,10 +26,7 @@ pub const STREAM: &str = "sse:events";
 /// last 100 events, plus the one before them. A browser resumes from the id of the last event it
 /// saw, and finding that id in the stream is what proves nothing between is missing; so to replay
 /// up to 100 missed events, the stream must also hold the one the browser saw.
-pub const MAXLEN: &str = "101";
-
-/// `XRANGE ... COUNT 102`: more than the stream can hold, so one call returns all of it.
-const RANGE_COUNT: &str = "102";
+pub const MAXLEN: usize = 101;
 
 /// How long a connect, a command or a reply may take before Redis counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -138,8 +135,9 @@ impl RedisLog {
             Some((made, connection)) if made == epoch => connection,
             _ => Connection::open(&self.addr, TIMEOUT).map_err(PublishError::NotPublished)?,
         };
+        let maxlen = MAXLEN.to_string();
         let args = [
-            "XADD", STREAM, "MAXLEN", MAXLEN, "*", "type", event_type, "data", data,
+            "XADD", STREAM, "MAXLEN", &maxlen, "*", "type", event_type, "data", data,
         ];
         // A connection that failed once is not trusted again: it is dropped, and the next
         // publish opens one.
@@ -329,7 +327,22 @@ impl RedisLog {
             };
             let reply =
                 reply.ok_or_else(|| invalid(String::from("XREAD answered an odd shape")))?;
-            for entry in entries(reply)? {
+            let entries = entries(reply)?;
+            // The stream keeps 101 entries, so a reply of 101 holds none we had read: Redis
+            // trimmed our newest, and perhaps more after it, before this reader got to them (it
+            // was stalled while more than 100 were published). Our clients may have missed
+            // events: they get the gap notice, as after a restart, then what the stream holds.
+            if entries.len() >= MAXLEN {
+                let oldest = entries.first().map(|e| e.id);
+                clients.restart_log(gap_notice(last.filter(|id| *id != START), oldest));
+                eprintln!(
+                    "Redis at {}: this reader fell more than 100 entries behind {from}, so \
+                     {STREAM} may have trimmed some unread; clients get the gap notice, then the \
+                     new events",
+                    self.addr
+                );
+            }
+            for entry in entries {
                 match &entry.event {
                     Ok(event) => {
                         let (event_type, data) = (event.event_type.as_deref(), &event.data);
@@ -362,9 +375,10 @@ struct Event {
     data: String,
 }
 
-/// `XRANGE sse:events <start> + COUNT 102`.
+/// `XRANGE sse:events <start> + COUNT 102`: more than the stream can hold, so one call returns
+/// all of it.
 fn range(redis: &mut Connection, start: &str) -> io::Result<Vec<Entry>> {
-    range_of(redis, start, "+", RANGE_COUNT)
+    range_of(redis, start, "+", &(MAXLEN + 1).to_string())
 }
 
 fn range_of(redis: &mut Connection, start: &str, end: &str, count: &str) -> io::Result<Vec<Entry>> {

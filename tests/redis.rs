@@ -5,9 +5,12 @@ mod common;
 use common::redis::Redis;
 use common::{EventStream, publish, status};
 use sse_server::Config;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -394,4 +397,104 @@ fn entries_written_by_another_program_are_skipped_not_sent() {
         "id: {}\nevent: publish\ndata: ours\n\n",
         event.last_event_id
     )));
+}
+
+#[test]
+fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
+    let Some(redis) = Redis::start("a_reader_that_fell_behind_the_trimming_sends_the_gap") else {
+        return;
+    };
+    // The real binary, so that the whole process can be stopped, reader and all.
+    let child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .env("REDIS_URL", format!("redis://{}", redis.addr()))
+        .env("PORT", "0")
+        .env("TICK_MS", "3600000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sse-server");
+    let mut child = KilledOnDrop(child);
+    let stdout = child.0.stdout.take().expect("its stdout");
+    let (send, first_line) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = send.send(line);
+    });
+    let line = first_line
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a first line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let mut stream = open_live(addr, "");
+
+    // Stopped while 150 are published: the stream keeps the last 101, e49 to e149.
+    let signal = |which: &str| {
+        let sent = Command::new("kill")
+            .args([which, &child.0.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {which}");
+    };
+    signal("-STOP");
+    // The signal is on its way when kill returns; wait until the kernel says it is stopped (T).
+    let stat = format!("/proc/{}/stat", child.0.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&stat)
+        .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|s| s.starts_with('T')))
+    {
+        assert!(Instant::now() < deadline, "sse-server never stopped");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut other = sse_server::resp::Connection::open(&redis.addr(), Duration::from_secs(5))
+        .expect("a connection to redis-server");
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let args = [
+            "XADD",
+            "sse:events",
+            "MAXLEN",
+            "101",
+            "*",
+            "type",
+            "publish",
+            "data",
+        ];
+        let data = format!("e{i}");
+        match other.command(&[&args[..], &[&data]].concat()) {
+            Ok(sse_server::resp::Reply::Bulk(id)) => ids.push(String::from_utf8(id).unwrap()),
+            reply => panic!("XADD answered {reply:?}"),
+        }
+    }
+    signal("-CONT");
+
+    // Whatever it had read before it stopped (e0 at most), then the gap, then e49 to e149.
+    let gap = stream.next_of("gap");
+    assert!(
+        gap.data
+            .ends_with(&format!(",\"resume_from\":\"{}\"}}", ids[49])),
+        "{}",
+        gap.data
+    );
+    let after: Vec<String> = (0..101).map(|_| stream.next_of("publish").data).collect();
+    let expected: Vec<String> = (49..150).map(|i| format!("e{i}")).collect();
+    assert_eq!(after, expected);
+    let body = stream.body_text();
+    let before_gap = &body[..body.find("event: gap").unwrap_or(0)];
+    assert_eq!(
+        before_gap.matches("event: publish").count(),
+        before_gap.matches("data: e0\n").count()
+    );
+}
+
+/// A child process that is killed when the test ends, passed or failed.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
