@@ -151,9 +151,12 @@ $("publish").addEventListener("submit", async (event) => {
 // carrying the last event ID seen (8081 and 8082 are the cluster example's default ports).
 $("instance").textContent = location.host;
 $("failover-port").value = { 8081: "8082", 8082: "8081" }[location.port] ?? "";
-// Only a port can be failed over to: with the box empty the button would reload this page.
+// Only another port is somewhere to fail over to: an empty box would mean port 80, and this
+// page's own port, or one past 65535 (which the URL refuses), a reload of this page.
 const portGiven = () => {
-  $("failover").disabled = !/^[0-9]{1,5}$/.test($("failover-port").value);
+  const port = $("failover-port").value;
+  const valid = /^[0-9]{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535;
+  $("failover").disabled = !valid || Number(port) === Number(location.port || 80);
 };
 $("failover-port").addEventListener("input", portGiven);
 portGiven();

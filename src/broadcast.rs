@@ -292,6 +292,12 @@ impl ClientList {
         self.lock().sizes.iter().sum()
     }
 
+    /// How many times the log was restarted: for tests of the Redis reader.
+    #[cfg(test)]
+    pub fn restarts(&self) -> u64 {
+        self.lock().restarts
+    }
+
     /// The newest event id in the log, if it holds any.
     pub fn last_id(&self) -> Option<EventId> {
         self.lock().log.last()
@@ -409,19 +415,22 @@ impl ClientList {
         // Redis mode: events it already had from the replay may reach our copy of the log after
         // it joined. Skip them, until our copy has caught up with the replay's last id. The log
         // may have grown since the look above: look again under the same lock, or its position
-        // could point past the end of what this pass sees.
+        // could point past the end of what this pass sees. Not after a restart of the log (the
+        // next step), whose new events may have ids below the replay's: they were never sent.
         if let Some(through) = client.skip_through
             && client.offset == 0
         {
             let state = self.lock();
-            client.position = client.position.max(state.log.position_after(through));
-            if state.log.last() >= Some(through) {
-                client.skip_through = None;
+            if client.restarts == state.restarts {
+                client.position = client.position.max(state.log.position_after(through));
+                if state.log.last() >= Some(through) {
+                    client.skip_through = None;
+                }
             }
             view.refresh(&state, self.changes.load(Ordering::Acquire));
         }
-        // Redis mode: the shared log lost its history. Between two frames, the `gap` notice; the
-        // events it had not been sent yet are gone.
+        // Redis mode: the shared log lost its history (or the reader fell behind it). Between two
+        // frames, the `gap` notice; the events it had not been sent yet are gone.
         if client.restarts != view.restarts && client.offset == 0 {
             client.restarts = view.restarts;
             client.skip_through = None;
@@ -1074,6 +1083,20 @@ mod tests {
             Visit::UpToDate
         ));
         assert_eq!(data_of(&read_available(&mut end)), ["1", "c"]);
+    }
+
+    #[test]
+    fn a_replay_s_last_id_skips_nothing_after_a_restart() {
+        let list = list();
+        let mut end = join(&list, Resume::Through(EventId { ms: 9, seq: 0 }), "", None);
+        // Before the writer first visits it, the shared log restarts and takes a lower id.
+        list.restart_log(String::from("event: gap\ndata: x\n\n"));
+        list.append_with_id(EventId { ms: 1, seq: 0 }, None, "new");
+        list.pass(0);
+        assert_eq!(
+            read_available(&mut end),
+            "event: clients\ndata: 1\n\nevent: gap\ndata: x\n\nid: 1-0\ndata: new\n\n"
+        );
     }
 
     #[test]

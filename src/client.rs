@@ -800,12 +800,28 @@ fn read_final_head(
         }
         stream.set_read_timeout(Some(left))?;
         let mut more = [0; 4096];
-        let n = stream.read(&mut more[..room.min(4096)])?;
+        let n = match stream.read(&mut more[..room.min(4096)]) {
+            // A read with a timeout is not restarted after the process was stopped and continued
+            // (Ctrl-Z, then fg; see signal(7)): it fails with EINTR, and only needs doing again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read?,
+        };
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&more[..n]);
     }
+}
+
+/// `fill_buf`, done again when it fails with EINTR: a read with a timeout (`--idle-timeout`) is
+/// not restarted after the process was stopped and continued (Ctrl-Z, then fg; see signal(7)).
+fn fill(body: &mut impl BufRead) -> io::Result<&[u8]> {
+    while let Err(e) = body.fill_buf() {
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    body.fill_buf()
 }
 
 /// A body that runs until the connection closes, or for `length` bytes.
@@ -816,7 +832,7 @@ fn read_plain<B>(
 ) -> io::Result<ControlFlow<B>> {
     let mut left = length.unwrap_or(u64::MAX);
     while left > 0 {
-        let buf = body.fill_buf()?;
+        let buf = fill(body)?;
         if buf.is_empty() {
             break;
         }
@@ -853,7 +869,7 @@ fn read_chunked<B>(
             return Ok(ControlFlow::Continue(()));
         }
         while left > 0 {
-            let buf = body.fill_buf()?;
+            let buf = fill(body)?;
             if buf.is_empty() {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }

@@ -44,9 +44,10 @@ pub enum HttpError {
     TooManyClients,
     /// Already `MAX_IN_FLIGHT` connections being read or answered, each on its own thread.
     Busy,
-    /// With Redis: the shared log is unreachable or refused the event; nothing was published.
+    /// With Redis: not connected to the shared log, or it refused the event; nothing was
+    /// published.
     LogUnavailable,
-    /// With Redis: the event was sent to the shared log and no answer came back in time.
+    /// With Redis: the event was sent to the shared log and no id came back.
     LogTimeout,
 }
 
@@ -92,12 +93,12 @@ impl HttpError {
             HttpError::TooManyClients => "too many open streams, try again later",
             HttpError::Busy => "too many requests in progress, try again later",
             HttpError::LogUnavailable => {
-                "Redis, the shared event log, is unreachable or refused the event: nothing was \
-                 published; try again"
+                "this server is not connected to Redis, the shared event log, or Redis refused \
+                 the event: nothing was published; try again"
             }
             HttpError::LogTimeout => {
-                "Redis, the shared event log, did not answer in time: the event may or may not \
-                 have been published"
+                "the event went to Redis, the shared event log, and no id came back: it may or \
+                 may not have been published"
             }
         };
         let body = format!("{status} {}: {detail}\n", reason(status));
@@ -171,7 +172,12 @@ pub fn read_head(
     let mut len = 0;
     while len < max {
         stream.set_read_timeout(Some(time_left(deadline)?))?;
-        let n = stream.read(&mut buf[len..])?;
+        let n = match stream.read(&mut buf[len..]) {
+            // A read with a timeout is not restarted after the process was stopped and continued
+            // (Ctrl-Z, then fg; see signal(7)): it fails with EINTR, and only needs doing again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read?,
+        };
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -455,9 +461,11 @@ pub fn read_body(
     let mut got = already.len().min(len);
     while got < len {
         stream.set_read_timeout(Some(time_left(deadline)?))?;
-        match stream.read(&mut body[got..])? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => got += n,
+        match stream.read(&mut body[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // as in `read_head`
+            Err(e) => return Err(e),
         }
     }
     Ok(body)

@@ -12,7 +12,7 @@
 use crate::broadcast::ClientList;
 use crate::event;
 use crate::event_log::{EventId, Resume, gap_notice};
-use crate::resp::{Connection, Reply};
+use crate::resp::{self, Connection, Reply};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
@@ -66,7 +66,7 @@ pub struct RedisLog {
     /// `host:port`.
     addr: String,
     /// The reader is connected and following the stream. When it is not, a new stream is ended
-    /// at once (see `server::stream_events`).
+    /// at once (see `server::stream_events`), and a publish fails at once.
     up: AtomicBool,
     /// Counts the reader's (re)connections: a publishing connection made before the last one may
     /// be to a Redis that has since restarted, and is replaced.
@@ -78,10 +78,12 @@ pub struct RedisLog {
 /// Why a publish failed, and so whether the event may be in the stream after all.
 #[derive(Debug)]
 pub enum PublishError {
-    /// Redis is unreachable, never got the whole command, or refused it: nothing was published.
+    /// This server is not connected to Redis, Redis never got the whole command, or it refused
+    /// it: nothing was published.
     NotPublished(io::Error),
-    /// The command went out and no answer came back in time: Redis may have added the event
-    /// (its clients get it) or not, and this server cannot tell which.
+    /// The command went out and no id came back (no answer in time, the connection closed, or
+    /// an answer that is not an id): Redis may have added the event, and then every client gets
+    /// it, or not; this server cannot tell which.
     Unconfirmed(io::Error),
 }
 
@@ -132,7 +134,7 @@ impl RedisLog {
         };
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut redis = match kept.as_mut().and_then(|kept| kept.take()) {
-            Some((made, connection)) if made == epoch => connection,
+            Some((made, connection)) if made == epoch && connection.is_usable() => connection,
             _ => Connection::open(&self.addr, TIMEOUT).map_err(PublishError::NotPublished)?,
         };
         let maxlen = MAXLEN.to_string();
@@ -199,8 +201,7 @@ impl RedisLog {
             entries.remove(0);
         } else {
             entries = range(&mut redis, "-")?;
-            let oldest = entries.iter().find(|e| e.event.is_ok()).map(|e| e.id);
-            frames += &gap_notice(asked, oldest);
+            frames += &gap_notice(asked, first_event(&entries));
             note += "gap, ";
         }
         note += &match (entries.first(), entries.last()) {
@@ -263,6 +264,8 @@ impl RedisLog {
         backoff: &mut Duration,
     ) -> io::Result<std::convert::Infallible> {
         let mut redis = Connection::open(&self.addr, TIMEOUT)?;
+        // Whether our clients were just told of a gap (below), which covers the first read.
+        let mut gap_told = false;
         let mut from = match *last {
             // First connection: only what comes next. The newest id, read once here, instead of
             // `$` on every XREAD: entries added between two XREAD calls would be lost with `$`.
@@ -285,8 +288,9 @@ impl RedisLog {
                 let kept = id == START
                     || !range_of(&mut redis, &id.to_string(), &id.to_string(), "1")?.is_empty();
                 if !kept {
-                    let oldest = range_of(&mut redis, "-", "+", "1")?.first().map(|e| e.id);
+                    let oldest = first_event(&range(&mut redis, "-")?);
                     clients.restart_log(gap_notice(Some(id), oldest));
+                    gap_told = true;
                     *last = Some(START);
                     eprintln!(
                         "Redis at {}: back, but event {id} is gone (restarted without \
@@ -311,34 +315,41 @@ impl RedisLog {
             let args = [
                 "XREAD", "COUNT", "1000", "BLOCK", &block, "STREAMS", STREAM, &from,
             ];
-            let reply = redis.command(&args)?;
-            // Redis answers: the wait before the next reconnection starts short again. Not
-            // sooner: a Redis that takes connections and then fails every XREAD would be asked
-            // ten times a second.
-            *backoff = BACKOFF_MIN;
             // `Nil`: nothing came within the block time; ask again. Otherwise one stream's entries.
-            let reply = match reply {
-                Reply::Nil => continue,
+            let reply = match redis.command(&args)? {
+                Reply::Nil => None,
                 Reply::Array(mut streams) if streams.len() == 1 => match streams.pop() {
                     Some(Reply::Array(mut stream)) if stream.len() == 2 => stream.pop(),
-                    _ => None,
+                    _ => return Err(invalid(String::from("XREAD answered an odd shape"))),
                 },
-                _ => None,
+                _ => return Err(invalid(String::from("XREAD answered an odd shape"))),
             };
-            let reply =
-                reply.ok_or_else(|| invalid(String::from("XREAD answered an odd shape")))?;
-            let entries = entries(reply)?;
-            // The stream keeps 101 entries, so a reply of 101 holds none we had read: Redis
-            // trimmed our newest, and perhaps more after it, before this reader got to them (it
-            // was stalled while more than 100 were published). Our clients may have missed
-            // events: they get the gap notice, as after a restart, then what the stream holds.
-            if entries.len() >= MAXLEN {
-                let oldest = entries.first().map(|e| e.id);
+            let entries = match reply {
+                Some(reply) => entries(reply)?,
+                None => Vec::new(),
+            };
+            // Redis answered, and in a shape we read: the wait before the next reconnection starts
+            // short again. Not sooner: a Redis that takes connections and then fails every XREAD
+            // would be asked ten times a second.
+            *backoff = BACKOFF_MIN;
+            // The stream keeps 101 entries. A reply of that many, after an entry the stream no
+            // longer holds, means Redis trimmed what this reader read last, and perhaps more after
+            // it, before the reader got to them (its process stalled while more than 100 were
+            // published). Our clients may have missed events: they get the gap notice, as after a
+            // restart, then what the stream holds. After 0-0 (a stream that was empty), a reply
+            // of 101 is enough to say so, unless a restart's gap notice has just gone out.
+            let told = std::mem::take(&mut gap_told);
+            let trimmed_unread = entries.len() >= MAXLEN
+                && !told
+                && (from == START.to_string()
+                    || range_of(&mut redis, &from, &from, "1")?.is_empty());
+            if trimmed_unread {
+                let oldest = first_event(&entries);
                 clients.restart_log(gap_notice(last.filter(|id| *id != START), oldest));
                 eprintln!(
-                    "Redis at {}: this reader fell more than 100 entries behind {from}, so \
-                     {STREAM} may have trimmed some unread; clients get the gap notice, then the \
-                     new events",
+                    "Redis at {}: this reader fell more than 100 entries behind (after {from}), so \
+                     {STREAM} may have trimmed some it had not read; clients get the gap notice, \
+                     then the new events",
                     self.addr
                 );
             }
@@ -373,6 +384,11 @@ struct Entry {
 struct Event {
     event_type: Option<String>,
     data: String,
+}
+
+/// The id of the first entry that is an event: where a client told of a gap resumes.
+fn first_event(entries: &[Entry]) -> Option<EventId> {
+    entries.iter().find(|e| e.event.is_ok()).map(|e| e.id)
 }
 
 /// `XRANGE sse:events <start> + COUNT 102`: more than the stream can hold, so one call returns
@@ -412,15 +428,20 @@ fn entries(reply: Reply) -> io::Result<Vec<Entry>> {
 }
 
 /// The event in an entry's fields, `type` and `data`, as `POST /publish` writes them. Any program
-/// that reaches Redis can add entries, so each is checked: one with no `data`, a value that is
-/// not UTF-8, or a `type` that is not a plain name is no event. A `type` goes out on a line of its
+/// that reaches Redis can add entries, so each is checked: one with no `data`, a value over 1 MiB
+/// or not UTF-8, or a `type` that is not a plain name is no event. A `type` goes out on a line of its
 /// own after `event: `, so a line break in it would start a field of its own (an `id:` no server
 /// gave); a plain name is what `addEventListener` can listen for anyway.
 fn event_of(fields: &[Reply]) -> Result<Event, String> {
     let (mut event_type, mut data) = (None, None);
     for field in fields.chunks(2) {
-        let [Reply::Bulk(name), Reply::Bulk(value)] = field else {
-            return Err(String::from("a field is not a name and a value"));
+        let (name, value) = match field {
+            [Reply::Bulk(name), Reply::Bulk(value)] => (name, value),
+            // What `resp` leaves where a string was too long to keep.
+            [Reply::Bulk(_), Reply::Nil] => {
+                return Err(format!("a field value is over {} bytes", resp::MAX_BULK));
+            }
+            _ => return Err(String::from("a field is not a name and a value")),
         };
         let value = String::from_utf8(value.clone())
             .map_err(|_| String::from("a field value is not UTF-8"))?;
@@ -474,6 +495,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::mpsc;
+    use std::time::Instant;
 
     #[test]
     fn a_redis_url_is_host_and_port() {
@@ -561,6 +583,11 @@ mod tests {
             let error = got[0].event.as_ref().err().expect("no event");
             assert!(error.starts_with(why), "{error:?} for {fields:?}");
         }
+        // Where `resp` left a null for a value too long to keep.
+        let error = event_of(&[bulk("data"), Reply::Nil])
+            .err()
+            .expect("no event");
+        assert_eq!(error, "a field value is over 1048576 bytes");
         let fine = entries(Reply::Array(vec![entry(
             "8-0",
             &[b"type", b"a-B_9", b"data", b""],
@@ -571,10 +598,11 @@ mod tests {
     /// A pretend Redis on loopback: reads a command at a time and answers each with the next of
     /// `replies`; after the last, closes the connection. Returns its address, and what it was
     /// sent, one read at a time.
-    fn fake_redis(replies: &'static [&'static str]) -> (String, mpsc::Receiver<String>) {
+    fn fake_redis(replies: &[&str]) -> (String, mpsc::Receiver<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (sent, received) = mpsc::channel();
+        let replies: Vec<String> = replies.iter().map(|r| r.to_string()).collect();
         thread::spawn(move || {
             let (mut socket, _) = listener.accept().unwrap();
             socket
@@ -619,14 +647,74 @@ mod tests {
         assert_eq!(backoff, BACKOFF_MIN);
     }
 
+    /// An XREAD reply holding entries `ms-0` for each `ms` in `ids`, each with `data: e`.
+    fn xread_reply(ids: std::ops::Range<u64>) -> String {
+        let entries: String = ids
+            .clone()
+            .map(|ms| {
+                let id = format!("{ms}-0");
+                format!(
+                    "*2\r\n${}\r\n{id}\r\n*2\r\n$4\r\ndata\r\n$1\r\ne\r\n",
+                    id.len()
+                )
+            })
+            .collect();
+        let count = ids.end - ids.start;
+        format!("*1\r\n*2\r\n$10\r\nsse:events\r\n*{count}\r\n{entries}")
+    }
+
+    /// Runs the reader against `replies` until they run out; how many gap notices it gave.
+    fn gaps_after(last: Option<EventId>, replies: &[&str]) -> u64 {
+        let (addr, _) = fake_redis(replies);
+        let (log, clients) = (RedisLog::new(addr), clients());
+        let (mut last, mut backoff) = (last, BACKOFF_MAX);
+        let Err(_) = log.follow(&clients, &mut last, &mut backoff);
+        clients.restarts()
+    }
+
+    #[test]
+    fn a_reply_of_101_entries_after_one_the_stream_lost_gives_the_gap() {
+        let (full, end) = (xread_reply(2..103), "-ERR enough\r\n");
+        let one = "*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ndata\r\n$1\r\ne\r\n";
+        // Following after 1-0 (the newest at connect), 101 come: is 1-0 still there?
+        assert_eq!(
+            gaps_after(None, &[one, &full, "*0\r\n", end]),
+            1,
+            "1-0 trimmed"
+        );
+        assert_eq!(
+            gaps_after(None, &[one, &full, one, end]),
+            0,
+            "1-0 still there"
+        );
+        // After 0-0 (an empty stream at connect), 101 are enough to say so.
+        assert_eq!(gaps_after(None, &["*0\r\n", &full, end]), 1);
+        assert_eq!(gaps_after(None, &["*0\r\n", &xread_reply(2..102), end]), 0);
+        // Back after a restart (5-0 is gone): one gap notice, not a second for the first read.
+        let back = ["*0\r\n", "*0\r\n", &full, end];
+        assert_eq!(gaps_after(Some(EventId { ms: 5, seq: 0 }), &back), 1);
+        // A later read of 101 after 0-0, once the restart's first read is done, is one more.
+        let later = ["*0\r\n", "*0\r\n", "*-1\r\n", &full, end];
+        assert_eq!(gaps_after(Some(EventId { ms: 5, seq: 0 }), &later), 2);
+    }
+
     #[test]
     fn the_wait_stays_long_when_redis_fails_before_answering_an_xread() {
-        let (addr, _) = fake_redis(&["*0\r\n", "-ERR no XREAD here\r\n"]);
-        let (log, clients) = (RedisLog::new(addr), clients());
-        let (mut last, mut backoff) = (None, BACKOFF_MAX);
-        let Err(e) = log.follow(&clients, &mut last, &mut backoff);
-        assert_eq!(e.to_string(), "Redis: ERR no XREAD here");
-        assert_eq!(backoff, BACKOFF_MAX);
+        for (answer, error) in [
+            ("-ERR no XREAD here\r\n", "Redis: ERR no XREAD here"),
+            (":1\r\n", "XREAD answered an odd shape"),
+            (
+                "*1\r\n*2\r\n$10\r\nsse:events\r\n:1\r\n",
+                "expected a list of entries, got Integer(1)",
+            ),
+        ] {
+            let (addr, _) = fake_redis(&["*0\r\n", answer]);
+            let (log, clients) = (RedisLog::new(addr), clients());
+            let (mut last, mut backoff) = (None, BACKOFF_MAX);
+            let Err(e) = log.follow(&clients, &mut last, &mut backoff);
+            assert_eq!(e.to_string(), error);
+            assert_eq!(backoff, BACKOFF_MAX, "{answer:?}");
+        }
     }
 
     #[test]
@@ -675,9 +763,44 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_connection_redis_closed_is_not_used_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let log = RedisLog::new(listener.local_addr().unwrap().to_string());
+        log.up.store(true, Ordering::Release);
+        thread::spawn(move || {
+            // The first connection answers one XADD, then Redis closes it (idle timeout, say).
+            for answer in ["$3\r\n5-0\r\n", "$3\r\n6-0\r\n"] {
+                let (mut socket, _) = listener.accept().unwrap();
+                let _ = socket.read(&mut [0; 4096]);
+                let _ = socket.write_all(answer.as_bytes());
+            }
+        });
+        assert_eq!(
+            log.publish("publish", "a").unwrap(),
+            EventId { ms: 5, seq: 0 }
+        );
+        // Until the close has reached us, the kept connection still looks open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log
+            .publisher
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(_, c)| c.is_usable())
+        {
+            assert!(Instant::now() < deadline, "the close never arrived");
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            log.publish("publish", "b").unwrap(),
+            EventId { ms: 6, seq: 0 }
+        );
+    }
+
+    #[test]
     fn an_unanswered_publish_is_unconfirmed_and_a_refused_one_is_not_published() {
         // No answer (the connection closes), a refusal, an answer that is not an id.
-        let cases: [(&'static [&'static str], bool); 3] = [
+        let cases: [(&[&str], bool); 3] = [
             (&[""], true),
             (&["-OOM full\r\n"], false),
             (&[":1\r\n"], true),

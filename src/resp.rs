@@ -8,6 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::time::Duration;
 
 /// One reply from Redis.
@@ -23,35 +24,53 @@ pub enum Reply {
     Nil,
 }
 
-/// The longest bulk string we accept (Redis's own limit is 512 MB; our events are 64 KiB at most).
-const MAX_BULK: usize = 1 << 20;
-/// The most elements in one array: `XREAD COUNT 1000` gives 1,000 entries of 2 elements each.
-const MAX_ARRAY: usize = 100_000;
+/// The longest bulk string we keep (our events are 64 KiB at most). A longer one, which another
+/// program could have written (Redis takes up to 512 MB), is read past without being kept: see
+/// [`TooLong`](Unreadable::TooLong).
+pub const MAX_BULK: usize = 1 << 20;
 /// How deep arrays may nest: an `XREAD` reply is 5 deep (streams, stream, entries, entry, fields).
 const MAX_DEPTH: usize = 8;
 
+/// Why [`parse`] could not give a reply.
+#[derive(Debug, PartialEq)]
+pub enum Unreadable {
+    /// Not RESP2: the connection should be closed.
+    Invalid(String),
+    /// A bulk string over [`MAX_BULK`]: its header `$<len>\r\n` is at `header` in the buffer, and
+    /// `len` bytes and a `\r\n` follow it, some perhaps still on the socket.
+    TooLong { header: Range<usize>, len: usize },
+}
+
+impl From<&str> for Unreadable {
+    fn from(text: &str) -> Unreadable {
+        Unreadable::Invalid(text.to_string())
+    }
+}
+
 /// Reads the reply at the start of `buf`. `Ok(None)`: not all there yet, read more. `Ok(Some)`:
-/// the reply and how many bytes it took. `Err`: not RESP2, and the connection should be closed.
-pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+/// the reply and how many bytes it took.
+pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Unreadable> {
     parse_at(buf, 0)
 }
 
-fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> {
+fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, Unreadable> {
     if depth > MAX_DEPTH {
-        return Err(format!("arrays nested more than {MAX_DEPTH} deep"));
+        return Err(Unreadable::Invalid(format!(
+            "arrays nested more than {MAX_DEPTH} deep"
+        )));
     }
     // The first line: a type byte, then text up to `\r\n`.
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
     if end == 0 {
-        return Err(String::from("a reply line has no type byte"));
+        return Err("a reply line has no type byte".into());
     }
     let line = std::str::from_utf8(&buf[1..end]).map_err(|_| "a reply line is not UTF-8")?;
     let mut used = end + 2;
-    let number = || -> Result<i64, String> {
+    let number = || -> Result<i64, Unreadable> {
         line.parse()
-            .map_err(|_| format!("expected a number, got {line:?}"))
+            .map_err(|_| Unreadable::Invalid(format!("expected a number, got {line:?}")))
     };
     let reply = match buf[0] {
         b'+' => Reply::Simple(line.to_string()),
@@ -60,14 +79,18 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> 
         b'$' | b'*' if number()? == -1 => Reply::Nil,
         b'$' => {
             let len = usize::try_from(number()?)
-                .ok()
-                .filter(|len| *len <= MAX_BULK)
-                .ok_or_else(|| format!("bulk length {line} out of range"))?;
+                .map_err(|_| Unreadable::Invalid(format!("bulk length {line} out of range")))?;
+            if len > MAX_BULK {
+                return Err(Unreadable::TooLong {
+                    header: 0..used,
+                    len,
+                });
+            }
             if buf.len() < used + len + 2 {
                 return Ok(None);
             }
             if &buf[used + len..used + len + 2] != b"\r\n" {
-                return Err(String::from("a bulk string does not end in \\r\\n"));
+                return Err("a bulk string does not end in \\r\\n".into());
             }
             let bytes = buf[used..used + len].to_vec();
             used += len + 2;
@@ -75,12 +98,20 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> 
         }
         b'*' => {
             let len = usize::try_from(number()?)
-                .ok()
-                .filter(|len| *len <= MAX_ARRAY)
-                .ok_or_else(|| format!("array length {line} out of range"))?;
+                .map_err(|_| Unreadable::Invalid(format!("array length {line} out of range")))?;
+            // Room for what a real reply holds, not for what the header claims: the loop below
+            // stops at the end of the bytes that arrived.
             let mut items = Vec::with_capacity(len.min(1024));
             for _ in 0..len {
-                let Some((item, n)) = parse_at(&buf[used..], depth + 1)? else {
+                // A string too long to keep, inside this array: where it is in our `buf`.
+                let inside = |e| match e {
+                    Unreadable::TooLong { header, len } => Unreadable::TooLong {
+                        header: header.start + used..header.end + used,
+                        len,
+                    },
+                    e => e,
+                };
+                let Some((item, n)) = parse_at(&buf[used..], depth + 1).map_err(inside)? else {
                     return Ok(None);
                 };
                 items.push(item);
@@ -88,7 +119,10 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> 
             }
             Reply::Array(items)
         }
-        other => return Err(format!("unknown reply type {:?}", other as char)),
+        other => {
+            let why = format!("unknown reply type {:?}", other as char);
+            return Err(Unreadable::Invalid(why));
+        }
     };
     Ok(Some((reply, used)))
 }
@@ -153,21 +187,37 @@ impl Connection {
     /// unknown whether Redis ran the command: it may have, and the answer was lost on the way.
     pub fn reply(&mut self) -> io::Result<Reply> {
         loop {
-            let parsed =
-                parse(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-            if let Some((reply, used)) = parsed? {
-                self.buf.drain(..used);
-                return Ok(reply);
+            match parse(&self.buf) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(Unreadable::TooLong { header, len }) => {
+                    self.read_past(header, len)?;
+                    continue;
+                }
+                Err(Unreadable::Invalid(why)) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+                }
             }
-            // Not all there yet: read more onto the end, then parse again from the first byte.
-            // Simple, and bounded: our largest reply is a replay of 102 entries of 64 KiB. Each
-            // read offers room for at least as much as is already here, so a large reply comes
-            // in large reads, not 16 KiB at a time. The room is on the heap: connection threads
-            // run on small stacks.
+            // Not all there yet: read more onto the end, then parse again from the first byte:
+            // simple, at the cost of going over a large reply's start once per read. Each read
+            // offers room for at least as much as is already here, so a large reply comes in
+            // large reads, not 16 KiB at a time. The room is on the heap: connection threads run
+            // on small stacks.
             let have = self.buf.len();
             self.buf.resize(have + have.max(16 * 1024), 0);
             let read = self.stream.read(&mut self.buf[have..]);
             self.buf.truncate(have + *read.as_ref().unwrap_or(&0));
+            // A read with a timeout is not restarted after the process was stopped and continued
+            // (Ctrl-Z, then fg; see signal(7)): it fails with EINTR, and only needs doing again.
+            if read
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::Interrupted)
+            {
+                continue;
+            }
             if read? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -175,6 +225,46 @@ impl Connection {
                 ));
             }
         }
+    }
+
+    /// Reads past a bulk string too long to keep, whose header is at `header` in `buf`, and leaves
+    /// a null (`$-1`) in its place: the reply stays whole, with no value where the string was.
+    /// Its bytes go through a small buffer, so a string of hundreds of megabytes costs no memory.
+    fn read_past(&mut self, header: Range<usize>, len: usize) -> io::Result<()> {
+        let mut left = len + 2; // the string and its `\r\n`
+        let here = (self.buf.len() - header.end).min(left);
+        self.buf.drain(header.end..header.end + here);
+        self.buf.splice(header, *b"$-1\r\n");
+        left -= here;
+        let mut scratch = vec![0; 64 * 1024];
+        while left > 0 {
+            let room = left.min(scratch.len());
+            let n = match self.stream.read(&mut scratch[..room]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue, // as in `reply`
+                read => read?,
+            };
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "Redis closed the connection",
+                ));
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// Whether this connection can take the next command: open, with nothing waiting to be read.
+    /// Found without waiting, by a peek. Redis closes a connection left idle for its `timeout`
+    /// setting (0, never, by default), and a proxy or NAT between may too; a command written to
+    /// such a connection is lost, yet its reply only reads as "closed" after the write succeeded.
+    pub fn is_usable(&self) -> bool {
+        let peeked = self
+            .stream
+            .set_nonblocking(true)
+            .and_then(|()| self.stream.peek(&mut [0; 1]));
+        let nothing_waiting = matches!(&peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        self.stream.set_nonblocking(false).is_ok() && nothing_waiting
     }
 
     /// Changes the read timeout: `XREAD ... BLOCK 5000` needs longer than 5 s for its answer.
@@ -245,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn a_string_too_long_to_keep_is_found_by_its_header() {
+        let too_long = format!("*2\r\n:1\r\n${}\r\nabc", MAX_BULK + 1);
+        assert_eq!(
+            parse(too_long.as_bytes()),
+            Err(Unreadable::TooLong {
+                header: 8..18,
+                len: MAX_BULK + 1
+            })
+        );
+        // A header that claims many elements costs nothing until they arrive.
+        assert_eq!(parse(b"*999999999\r\n:1\r\n"), Ok(None));
+    }
+
+    #[test]
     fn a_reply_followed_by_the_next_one_uses_only_its_bytes() {
         let (reply, used) = parse(b":1\r\n:2\r\n").unwrap().unwrap();
         assert_eq!((reply, used), (Reply::Integer(1), 4));
@@ -252,9 +356,10 @@ mod tests {
 
     /// A one-shot server on loopback that reads one command, then writes `pieces` with a pause
     /// between each; returns the address to connect to.
-    fn server_sending(pieces: &'static [&'static str]) -> String {
+    fn server_sending(pieces: &[&str]) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let pieces: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
         std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().unwrap();
             let _ = socket.read(&mut [0; 1024]);
@@ -272,6 +377,27 @@ mod tests {
         let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
         let reply = redis.command(&["ECHO", "hello"]).unwrap();
         assert_eq!(reply, Reply::Array(vec![bulk("hello"), Reply::Integer(7)]));
+    }
+
+    #[test]
+    fn a_string_too_long_to_keep_is_read_past_and_left_as_null() {
+        // Over a megabyte of `x`, in pieces, between two values that are kept.
+        let long = "x".repeat(MAX_BULK + 5);
+        let header = format!("*3\r\n$3\r\none\r\n${}\r\n", MAX_BULK + 5);
+        let addr = server_sending(&[
+            &header,
+            &long[..1000],
+            &long[1000..],
+            "\r\n$3\r\ntwo\r\n:7\r\n",
+        ]);
+        let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
+        let reply = redis.command(&["XRANGE", "s", "-", "+"]).unwrap();
+        assert_eq!(
+            reply,
+            Reply::Array(vec![bulk("one"), Reply::Nil, bulk("two")])
+        );
+        // The reply after it is read as it came.
+        assert_eq!(redis.command(&["PING"]).unwrap(), Reply::Integer(7));
     }
 
     #[test]
@@ -303,12 +429,13 @@ mod tests {
             "$abc\r\n",
             "$2\r\nabcd\r\n",
             "*-5\r\n",
-            "$99999999999\r\n",
-            "*9999999\r\n",
             "\r\n",
             "*1\r\n\r\n",
         ] {
-            assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(Unreadable::Invalid(_))),
+                "{bad:?}"
+            );
         }
         assert!(parse(b"+\xff\r\n").is_err(), "not UTF-8");
         let deep = "*1\r\n".repeat(MAX_DEPTH + 2) + ":1\r\n";

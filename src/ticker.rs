@@ -2,7 +2,7 @@
 //!
 //! Every tick it appends an event of the default type (so `onmessage` fires, §9.2.6 "event")
 //! with the server time as JSON (with Redis, it sends it to this server's clients without an id,
-//! outside the log instead: see `redis_log.rs`):
+//! outside the log instead: see [`run`]):
 //! `{"time":"2026-11-21T12:00:00Z","message":"Server Time: 12:00:00 UTC"}`.
 //! Between ticks it has the client count announced when it changed or a client joined, and a
 //! comment sent as heartbeat when nothing else was sent for a while (§9.2.7 "Authoring notes": a

@@ -337,14 +337,23 @@ fn page_shows_the_stream_in_a_real_browser() {
         v == "OPEN"
     });
 
-    // Fail over needs a port: off the cluster's ports the box starts empty and the button off.
+    // Fail over needs another port: off the cluster's ports the box starts empty and the button
+    // off; it comes on for a port, and stays off for this page's own, 0, or one past 65535.
     let failover = "String(document.getElementById('failover').disabled)";
     assert_eq!(page.eval(failover), "true");
-    page.eval(
-        "const box = document.getElementById('failover-port'); box.value = '8082'; \
-         box.dispatchEvent(new Event('input')); 'ok'",
-    );
-    assert_eq!(page.eval(failover), "false");
+    for (port, off) in [
+        ("8082", "false"),
+        (&addr.port().to_string(), "true"),
+        ("0", "true"),
+        ("65536", "true"),
+        ("", "true"),
+    ] {
+        page.eval(&format!(
+            "{{ const box = document.getElementById('failover-port'); box.value = '{port}'; \
+             box.dispatchEvent(new Event('input')); }} 'ok'"
+        ));
+        assert_eq!(page.eval(failover), off, "port {port:?}");
+    }
 
     // The log keeps at most 100 entries however long the page runs.
     for i in 0..120 {

@@ -909,3 +909,44 @@ fn listen_help_prints_the_usage_and_exits_0() {
     assert!(text(&output.stdout).starts_with("usage: listen [URL] [--json] [--last-event-id ID] [--max-events N] [--idle-timeout SECS] [--timestamps]"));
     assert!(output.stderr.is_empty());
 }
+
+#[test]
+fn listen_carries_on_across_a_stop_and_continue() {
+    let addr = common::start(sse_server::Config {
+        tick: Duration::from_millis(30),
+        ..common::quiet()
+    });
+    let mut child = listen()
+        .args([&format!("http://{addr}/events"), "--idle-timeout", "5"])
+        .args(["--max-events", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start listen");
+    let mut stdout = child.stdout.take().expect("its stdout");
+    // Its first event is out: it is reading the stream, with a timeout. Ctrl-Z, then fg.
+    let mut first = [0; 1];
+    stdout.read_exact(&mut first).expect("a first event");
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -STOP");
+    common::redis::wait_until_stopped(child.id());
+    thread::sleep(Duration::from_millis(100));
+    let sent = Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("its output");
+    assert_eq!(output.status.code(), Some(0));
+    // One connection, no reconnect: the read that failed with EINTR was done again.
+    assert_eq!(
+        text(&output.stderr),
+        format!("connecting to http://{addr}/events\nconnected\nretry now 3000 ms\n")
+    );
+}

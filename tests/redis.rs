@@ -328,16 +328,12 @@ fn a_replay_of_the_largest_events_arrives_whole() {
     }
     let first = on_a.next_of("publish").last_event_id;
     // 100 events of 64 KiB in one XRANGE reply: 6.4 MB, read in pieces.
-    let started = Instant::now();
     let mut resumed = EventStream::open(a, &format!("Last-Event-ID: {first}\r\n"));
     for i in 1..101 {
         let event = resumed.next_of("publish");
         assert!(event.data == big(i), "event {i} is not whole");
     }
     assert!(!resumed.body_text().contains("event: gap"));
-    let took = started.elapsed();
-    // Seconds would mean the reply is parsed again far too often; it takes milliseconds.
-    assert!(took < Duration::from_secs(10), "the replay took {took:?}");
 }
 
 #[test]
@@ -356,7 +352,7 @@ fn a_publish_redis_never_answers_is_504_and_may_arrive_later() {
     redis.wake();
     assert_eq!(status(&response), 504, "{response}");
     assert!(
-        response.ends_with("the event may or may not have been published\n"),
+        response.ends_with("it may or may not have been published\n"),
         "{response}"
     );
     // Redis ran it once it woke: the 504 was right not to say "not published".
@@ -373,9 +369,12 @@ fn entries_written_by_another_program_are_skipped_not_sent() {
     let mut on_a = open_live(a, "");
     let mut other = sse_server::resp::Connection::open(&redis.addr(), Duration::from_secs(5))
         .expect("a connection to redis-server");
+    // Over the 1 MiB a server keeps of one value: read past, not held, and no stall.
+    let huge = "h".repeat(sse_server::resp::MAX_BULK + 1);
     for fields in [
         &["type", "x\nid: 1-0", "data", "injected"][..],
         &["note", "no data"],
+        &["data", &huge],
     ] {
         let mut args = vec!["XADD", "sse:events", "*"];
         args.extend(fields);
@@ -385,14 +384,16 @@ fn entries_written_by_another_program_are_skipped_not_sent() {
     let event = on_a.next_of("publish");
     assert_eq!(event.data, "ours");
     let body = on_a.body_text();
+    let shown = head(&body);
     assert!(
         !body.contains("injected") && !body.contains("id: 1-0"),
-        "{body}"
+        "{shown}"
     );
+    assert!(!body.contains("hhh"), "{shown}");
     // A resume from before them replays only ours, after the gap.
     let resumed = open_live(a, "Last-Event-ID: 1-0\r\n");
     let body = resumed.body_text();
-    assert_eq!(body.matches("data: ").count(), 3, "{body}");
+    assert_eq!(body.matches("data: ").count(), 3, "{}", head(&body));
     assert!(body.contains(&format!(
         "id: {}\nevent: publish\ndata: ours\n\n",
         event.last_event_id
@@ -410,11 +411,16 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
         .env("PORT", "0")
         .env("TICK_MS", "3600000")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start sse-server");
     let mut child = KilledOnDrop(child);
     let stdout = child.0.stdout.take().expect("its stdout");
+    let stderr = child.0.stderr.take().expect("its stderr");
+    let log = thread::spawn(move || {
+        let lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        lines.collect::<Vec<String>>()
+    });
     let (send, first_line) = mpsc::channel();
     thread::spawn(move || {
         let mut line = String::new();
@@ -439,15 +445,7 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
         assert!(sent.is_ok_and(|s| s.success()), "kill {which}");
     };
     signal("-STOP");
-    // The signal is on its way when kill returns; wait until the kernel says it is stopped (T).
-    let stat = format!("/proc/{}/stat", child.0.id());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&stat)
-        .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|s| s.starts_with('T')))
-    {
-        assert!(Instant::now() < deadline, "sse-server never stopped");
-        thread::sleep(Duration::from_millis(1));
-    }
+    common::redis::wait_until_stopped(child.0.id());
     let mut other = sse_server::resp::Connection::open(&redis.addr(), Duration::from_secs(5))
         .expect("a connection to redis-server");
     let mut ids = Vec::new();
@@ -487,6 +485,16 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
         before_gap.matches("event: publish").count(),
         before_gap.matches("data: e0\n").count()
     );
+    // Stopped and continued, its reader never lost Redis (a read with a timeout fails with EINTR
+    // after SIGCONT, and is only to be done again).
+    drop(child);
+    let log = log.join().expect("the log");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("fell more than 100 entries behind")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains(": lost (")), "{log:?}");
 }
 
 /// A child process that is killed when the test ends, passed or failed.

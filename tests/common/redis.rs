@@ -67,6 +67,7 @@ impl Redis {
     /// Redis that hangs, until [`wake`](Self::wake).
     pub fn pause(&self) {
         self.signal("-STOP");
+        wait_until_stopped(self.child.as_ref().expect("redis-server running").id());
     }
 
     /// Lets a paused one go on (SIGCONT): it runs the commands that waited, in order.
@@ -116,5 +117,25 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until the kernel says process `pid` is stopped (state `T`): a signal is on its way when
+/// `kill` returns, not yet delivered.
+pub fn wait_until_stopped(pid: u32) {
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The state is the field after the command name, which ends in the last ") ".
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        if text
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('T'))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} never stopped");
+        thread::sleep(Duration::from_millis(1));
     }
 }
