@@ -156,7 +156,8 @@ $("failover-port").value = { 8081: "8082", 8082: "8081" }[location.port] ?? "";
 const portGiven = () => {
   const port = $("failover-port").value;
   const valid = /^[0-9]{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535;
-  $("failover").disabled = !valid || Number(port) === Number(location.port || 80);
+  const own = location.port || (location.protocol === "https:" ? "443" : "80");
+  $("failover").disabled = !valid || Number(port) === Number(own);
 };
 $("failover-port").addEventListener("input", portGiven);
 portGiven();

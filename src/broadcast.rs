@@ -65,10 +65,12 @@ struct State {
     /// count: no id, not in the log, and a client that missed some gets only the latest.
     tick: Frame,
     ticks: u64,
-    /// Redis mode: how many times the shared log lost its history, and the `gap` notice every
-    /// client gets before the events that came after.
+    /// Redis mode: how many times our copy of the shared log was started again, and the `gap`
+    /// notice every client gets before the events that came after; and how many of those
+    /// restarts may have started the ids again lower (Redis itself restarted).
     gap: Frame,
     restarts: u64,
+    id_resets: u64,
     /// Test builds only: the writer that panics in its next pass, to show what a bug costs.
     #[cfg(test)]
     panic_in: Option<usize>,
@@ -89,9 +91,10 @@ struct Client {
     count: usize,
     announcements: u64,
     heartbeats: u64,
-    /// The ticks and log restarts it has had (Redis mode).
+    /// The ticks, log restarts and id resets it has had (Redis mode).
     ticks: u64,
     restarts: u64,
+    id_resets: u64,
     /// Redis mode: it was sent the shared log up to this id before it joined; any event up to it
     /// that reaches our copy of the log later is skipped (see [`Resume::Through`]).
     skip_through: Option<EventId>,
@@ -138,6 +141,7 @@ impl ClientList {
                 ticks: 0,
                 gap: Frame::from(&[][..]),
                 restarts: 0,
+                id_resets: 0,
                 #[cfg(test)]
                 panic_in: None,
             }),
@@ -186,6 +190,7 @@ impl ClientList {
             heartbeats: state.heartbeats,
             ticks: state.ticks,
             restarts: state.restarts,
+            id_resets: state.id_resets,
             skip_through: None,
             finish_at: None,
             asked: resume,
@@ -240,13 +245,16 @@ impl ClientList {
         self.wake_writers(state);
     }
 
-    /// Redis mode: the shared log lost its history (Redis restarted without persistence). Our
-    /// copy forgets every event, and every client gets the `gap` notice, then the new events.
-    pub fn restart_log(&self, gap: String) {
+    /// Redis mode: our copy of the shared log has a hole. Redis restarted without persistence
+    /// (`ids_start_over`: its new ids may be lower than any before), or the reader fell behind
+    /// the stream's trimming (the ids go on). Our copy forgets every event, and every client gets
+    /// the `gap` notice, then the new events.
+    pub fn restart_log(&self, gap: String, ids_start_over: bool) {
         let mut state = self.lock();
         state.log.restart();
         state.gap = Frame::from(gap.into_bytes());
         state.restarts += 1;
+        state.id_resets += u64::from(ids_start_over);
         state.last_sent = Instant::now();
         self.wake_writers(state);
     }
@@ -415,25 +423,27 @@ impl ClientList {
         // Redis mode: events it already had from the replay may reach our copy of the log after
         // it joined. Skip them, until our copy has caught up with the replay's last id. The log
         // may have grown since the look above: look again under the same lock, or its position
-        // could point past the end of what this pass sees. Not after a restart of the log (the
-        // next step), whose new events may have ids below the replay's: they were never sent.
+        // could point past the end of what this pass sees. Not once Redis itself has restarted:
+        // its new ids may be below the replay's, and those events were never sent.
         if let Some(through) = client.skip_through
             && client.offset == 0
         {
             let state = self.lock();
-            if client.restarts == state.restarts {
+            if client.id_resets == state.id_resets {
                 client.position = client.position.max(state.log.position_after(through));
                 if state.log.last() >= Some(through) {
                     client.skip_through = None;
                 }
+            } else {
+                client.skip_through = None;
             }
             view.refresh(&state, self.changes.load(Ordering::Acquire));
         }
-        // Redis mode: the shared log lost its history (or the reader fell behind it). Between two
-        // frames, the `gap` notice; the events it had not been sent yet are gone.
+        // Redis mode: our copy of the log was started again (Redis restarted, or the reader fell
+        // behind it). Between two frames, the `gap` notice; the events it had not been sent yet
+        // are gone.
         if client.restarts != view.restarts && client.offset == 0 {
             client.restarts = view.restarts;
-            client.skip_through = None;
             client.out.extend_from_slice(&view.gap);
             client.position = client.position.max(view.first);
         }
@@ -1089,13 +1099,32 @@ mod tests {
     fn a_replay_s_last_id_skips_nothing_after_a_restart() {
         let list = list();
         let mut end = join(&list, Resume::Through(EventId { ms: 9, seq: 0 }), "", None);
-        // Before the writer first visits it, the shared log restarts and takes a lower id.
-        list.restart_log(String::from("event: gap\ndata: x\n\n"));
+        // Before the writer first visits it, Redis restarts and its new ids start lower.
+        list.restart_log(String::from("event: gap\ndata: x\n\n"), true);
         list.append_with_id(EventId { ms: 1, seq: 0 }, None, "new");
         list.pass(0);
         assert_eq!(
             read_available(&mut end),
             "event: clients\ndata: 1\n\nevent: gap\ndata: x\n\nid: 1-0\ndata: new\n\n"
+        );
+    }
+
+    #[test]
+    fn a_gap_from_a_reader_that_fell_behind_keeps_a_replay_s_skip() {
+        let list = list();
+        let id = |ms| EventId { ms, seq: 0 };
+        list.append_with_id(id(40), None, "old");
+        // A resume was replayed up to 150-0 from Redis; our copy holds only 40-0 yet.
+        let mut end = join(&list, Resume::Through(id(150)), "", None);
+        // Our reader fell behind the trimming: the gap, then 50-0 to 151-0, the same ids.
+        list.restart_log(String::from("event: gap\ndata: x\n\n"), false);
+        for ms in 50..=151 {
+            list.append_with_id(id(ms), None, &ms.to_string());
+        }
+        list.pass(0);
+        assert_eq!(
+            read_available(&mut end),
+            "event: clients\ndata: 1\n\nevent: gap\ndata: x\n\nid: 151-0\ndata: 151\n\n"
         );
     }
 
@@ -1106,7 +1135,7 @@ mod tests {
         list.append_with_id(EventId { ms: 9, seq: 0 }, None, "old");
         list.pass(0);
         read_available(&mut end);
-        list.restart_log(String::from("event: gap\ndata: x\n\n"));
+        list.restart_log(String::from("event: gap\ndata: x\n\n"), true);
         // Lower ids are taken again, after the restart.
         assert!(list.append_with_id(EventId { ms: 1, seq: 0 }, None, "new"));
         list.pass(0);

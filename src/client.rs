@@ -816,6 +816,8 @@ fn read_final_head(
 /// `fill_buf`, done again when it fails with EINTR: a read with a timeout (`--idle-timeout`) is
 /// not restarted after the process was stopped and continued (Ctrl-Z, then fg; see signal(7)).
 fn fill(body: &mut impl BufRead) -> io::Result<&[u8]> {
+    // Returning the buffer from inside the loop does not pass today's borrow checker, so the loop
+    // only waits for a fill that works, and the call after it hands back what is now buffered.
     while let Err(e) = body.fill_buf() {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);

@@ -231,7 +231,7 @@ impl RedisLog {
     }
 
     /// The reader thread: follows the stream into `clients`' log, forever. When Redis cannot be
-    /// reached, or fails before the first `XREAD` is answered, it tries again after 0.1 s, then
+    /// reached, or fails before an `XREAD` reply has been read, it tries again after 0.1 s, then
     /// 0.2 s, doubling up to 5 s.
     pub fn run_reader(&self, clients: &ClientList) -> ! {
         let mut last = None;
@@ -289,7 +289,7 @@ impl RedisLog {
                     || !range_of(&mut redis, &id.to_string(), &id.to_string(), "1")?.is_empty();
                 if !kept {
                     let oldest = first_event(&range(&mut redis, "-")?);
-                    clients.restart_log(gap_notice(Some(id), oldest));
+                    clients.restart_log(gap_notice(Some(id), oldest), true);
                     gap_told = true;
                     *last = Some(START);
                     eprintln!(
@@ -333,19 +333,18 @@ impl RedisLog {
             // would be asked ten times a second.
             *backoff = BACKOFF_MIN;
             // The stream keeps 101 entries. A reply of that many, after an entry the stream no
-            // longer holds, means Redis trimmed what this reader read last, and perhaps more after
-            // it, before the reader got to them (its process stalled while more than 100 were
+            // longer holds, may mean Redis trimmed what this reader read last and more after it
+            // before the reader got to them (its process stalled while more than 100 were
             // published). Our clients may have missed events: they get the gap notice, as after a
             // restart, then what the stream holds. After 0-0 (a stream that was empty), a reply
             // of 101 is enough to say so, unless a restart's gap notice has just gone out.
             let told = std::mem::take(&mut gap_told);
             let trimmed_unread = entries.len() >= MAXLEN
                 && !told
-                && (from == START.to_string()
-                    || range_of(&mut redis, &from, &from, "1")?.is_empty());
+                && (*last == Some(START) || range_of(&mut redis, &from, &from, "1")?.is_empty());
             if trimmed_unread {
                 let oldest = first_event(&entries);
-                clients.restart_log(gap_notice(last.filter(|id| *id != START), oldest));
+                clients.restart_log(gap_notice(last.filter(|id| *id != START), oldest), false);
                 eprintln!(
                     "Redis at {}: this reader fell more than 100 entries behind (after {from}), so \
                      {STREAM} may have trimmed some it had not read; clients get the gap notice, \
@@ -437,7 +436,8 @@ fn event_of(fields: &[Reply]) -> Result<Event, String> {
     for field in fields.chunks(2) {
         let (name, value) = match field {
             [Reply::Bulk(name), Reply::Bulk(value)] => (name, value),
-            // What `resp` leaves where a string was too long to keep.
+            // What `resp` leaves where a string was too long to keep (Redis itself never sends a
+            // null as a field's value).
             [Reply::Bulk(_), Reply::Nil] => {
                 return Err(format!("a field value is over {} bytes", resp::MAX_BULK));
             }

@@ -25,9 +25,12 @@ pub enum Reply {
 }
 
 /// The longest bulk string we keep (our events are 64 KiB at most). A longer one, which another
-/// program could have written (Redis takes up to 512 MB), is read past without being kept: see
+/// program could have written, is read past without being kept: see
 /// [`TooLong`](Unreadable::TooLong).
 pub const MAX_BULK: usize = 1 << 20;
+/// The longest bulk string Redis sends (its `proto-max-bulk-len`, 512 MiB): a header that claims
+/// more is not Redis talking.
+const REDIS_MAX_BULK: usize = 512 << 20;
 /// How deep arrays may nest: an `XREAD` reply is 5 deep (streams, stream, entries, entry, fields).
 const MAX_DEPTH: usize = 8;
 
@@ -79,7 +82,9 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, Unreadab
         b'$' | b'*' if number()? == -1 => Reply::Nil,
         b'$' => {
             let len = usize::try_from(number()?)
-                .map_err(|_| Unreadable::Invalid(format!("bulk length {line} out of range")))?;
+                .ok()
+                .filter(|len| *len <= REDIS_MAX_BULK)
+                .ok_or_else(|| Unreadable::Invalid(format!("bulk length {line} out of range")))?;
             if len > MAX_BULK {
                 return Err(Unreadable::TooLong {
                     header: 0..used,
@@ -228,13 +233,14 @@ impl Connection {
     }
 
     /// Reads past a bulk string too long to keep, whose header is at `header` in `buf`, and leaves
-    /// a null (`$-1`) in its place: the reply stays whole, with no value where the string was.
-    /// Its bytes go through a small buffer, so a string of hundreds of megabytes costs no memory.
+    /// a null in its place: `$<len>\r\n<bytes>\r\n` becomes `$-1\r\n`, with the string's own
+    /// `\r\n` (still to be checked by `parse`). The reply stays whole, with no value where the
+    /// string was. What has not arrived yet is read through a small buffer and dropped.
     fn read_past(&mut self, header: Range<usize>, len: usize) -> io::Result<()> {
-        let mut left = len + 2; // the string and its `\r\n`
+        let mut left = len;
         let here = (self.buf.len() - header.end).min(left);
         self.buf.drain(header.end..header.end + here);
-        self.buf.splice(header, *b"$-1\r\n");
+        self.buf.splice(header, *b"$-1");
         left -= here;
         let mut scratch = vec![0; 64 * 1024];
         while left > 0 {
@@ -344,6 +350,12 @@ mod tests {
                 len: MAX_BULK + 1
             })
         );
+        // More than Redis ever sends is not Redis.
+        let too_much = format!("${}\r\n", (512 << 20) + 1);
+        assert!(matches!(
+            parse(too_much.as_bytes()),
+            Err(Unreadable::Invalid(_))
+        ));
         // A header that claims many elements costs nothing until they arrive.
         assert_eq!(parse(b"*999999999\r\n:1\r\n"), Ok(None));
     }
@@ -398,6 +410,12 @@ mod tests {
         );
         // The reply after it is read as it came.
         assert_eq!(redis.command(&["PING"]).unwrap(), Reply::Integer(7));
+        // A string that does not end where its length says is not RESP2.
+        let header = format!("*1\r\n${}\r\n", MAX_BULK + 1);
+        let addr = server_sending(&[&header, &long[..MAX_BULK + 1], "xx\r\n"]);
+        let mut redis = Connection::open(&addr, Duration::from_secs(5)).unwrap();
+        let error = redis.command(&["GET", "k"]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
     }
 
     #[test]

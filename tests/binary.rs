@@ -341,24 +341,10 @@ fn the_minimal_example_streams_an_event_at_once() {
     assert_eq!(String::from_utf8_lossy(&got), expected);
 }
 
-/// Stops process `pid` (SIGSTOP) until the kernel says so, waits a moment, and continues it: what
-/// Ctrl-Z and then fg do to a program in a terminal.
-fn stop_and_continue(pid: u32) {
-    let signal = |which: &str| {
-        let sent = Command::new("kill")
-            .args([which, &pid.to_string()])
-            .status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill {which} {pid}");
-    };
-    signal("-STOP");
-    common::redis::wait_until_stopped(pid);
-    std::thread::sleep(Duration::from_millis(50));
-    signal("-CONT");
-}
-
 #[test]
 fn a_request_read_across_a_stop_and_continue_is_answered() {
-    let (mut child, addr, _stderr) = launch(server());
+    let (child, addr, _stderr) = launch(server());
+    let child = common::process::KilledOnDrop(child);
     // A publish whose head and body arrive in parts, with the server stopped in between: each
     // read has a timeout, so it fails with EINTR after the continue, and is done again.
     let mut socket = std::net::TcpStream::connect(addr).unwrap();
@@ -369,7 +355,7 @@ fn a_request_read_across_a_stop_and_continue_is_answered() {
     for part in [head, "\r\nhe", "llo"] {
         socket.write_all(part.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        stop_and_continue(child.id());
+        common::process::stop_and_continue(child.0.id(), Duration::from_millis(50));
     }
     let mut answer = String::new();
     let _ = std::io::Read::read_to_string(&mut socket, &mut answer);
@@ -377,6 +363,4 @@ fn a_request_read_across_a_stop_and_continue_is_answered() {
         answer.starts_with("HTTP/1.1 204 No Content\r\n"),
         "{answer}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -927,13 +927,7 @@ fn listen_carries_on_across_a_stop_and_continue() {
     // Its first event is out: it is reading the stream, with a timeout. Ctrl-Z, then fg.
     let mut first = [0; 1];
     stdout.read_exact(&mut first).expect("a first event");
-    let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-STOP", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -STOP");
-    common::redis::wait_until_stopped(child.id());
-    thread::sleep(Duration::from_millis(100));
-    let sent = Command::new("kill").args(["-CONT", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -CONT");
+    common::process::stop_and_continue(child.id(), Duration::from_millis(100));
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {

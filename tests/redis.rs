@@ -414,7 +414,7 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sse-server");
-    let mut child = KilledOnDrop(child);
+    let mut child = common::process::KilledOnDrop(child);
     let stdout = child.0.stdout.take().expect("its stdout");
     let stderr = child.0.stderr.take().expect("its stderr");
     let log = thread::spawn(move || {
@@ -438,14 +438,8 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
     let mut stream = open_live(addr, "");
 
     // Stopped while 150 are published: the stream keeps the last 101, e49 to e149.
-    let signal = |which: &str| {
-        let sent = Command::new("kill")
-            .args([which, &child.0.id().to_string()])
-            .status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill {which}");
-    };
-    signal("-STOP");
-    common::redis::wait_until_stopped(child.0.id());
+    let pid = child.0.id();
+    common::process::signal(pid, "-STOP");
     let mut other = sse_server::resp::Connection::open(&redis.addr(), Duration::from_secs(5))
         .expect("a connection to redis-server");
     let mut ids = Vec::new();
@@ -466,7 +460,7 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
             reply => panic!("XADD answered {reply:?}"),
         }
     }
-    signal("-CONT");
+    common::process::signal(pid, "-CONT");
 
     // Whatever it had read before it stopped (e0 at most), then the gap, then e49 to e149.
     let gap = stream.next_of("gap");
@@ -495,14 +489,4 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
         "{log:?}"
     );
     assert!(!log.iter().any(|l| l.contains(": lost (")), "{log:?}");
-}
-
-/// A child process that is killed when the test ends, passed or failed.
-struct KilledOnDrop(std::process::Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -2,6 +2,7 @@
 //! and decode its stream the way a browser does, with `sse_server::client::Parser`.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod process;
 pub mod redis;
 
 use sse_server::Config;

@@ -66,21 +66,16 @@ impl Redis {
     /// Stops it without closing anything (SIGSTOP): commands sent to it go unanswered, as from a
     /// Redis that hangs, until [`wake`](Self::wake).
     pub fn pause(&self) {
-        self.signal("-STOP");
-        wait_until_stopped(self.child.as_ref().expect("redis-server running").id());
+        super::process::signal(self.pid(), "-STOP");
     }
 
     /// Lets a paused one go on (SIGCONT): it runs the commands that waited, in order.
     pub fn wake(&self) {
-        self.signal("-CONT");
+        super::process::signal(self.pid(), "-CONT");
     }
 
-    fn signal(&self, which: &str) {
-        let pid = self.child.as_ref().expect("redis-server running").id();
-        let sent = Command::new("kill")
-            .args([which, &pid.to_string()])
-            .status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill {which} {pid}");
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server running").id()
     }
 
     /// Starts it (again) on the same port, empty: nothing was saved. Waits for `PING`.
@@ -117,25 +112,5 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Waits until the kernel says process `pid` is stopped (state `T`): a signal is on its way when
-/// `kill` returns, not yet delivered.
-pub fn wait_until_stopped(pid: u32) {
-    let stat = format!("/proc/{pid}/stat");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        // The state is the field after the command name, which ends in the last ") ".
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
-        if text
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('T'))
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "process {pid} never stopped");
-        thread::sleep(Duration::from_millis(1));
     }
 }
