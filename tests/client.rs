@@ -673,12 +673,20 @@ fn listen() -> Command {
 
 /// Runs `listen` with `args` until it exits, killing it after 10 s.
 fn run_listen(args: &[&str]) -> Output {
-    let mut child = listen()
+    finish(spawn_listen(args))
+}
+
+fn spawn_listen(args: &[&str]) -> std::process::Child {
+    listen()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start listen");
+        .expect("start listen")
+}
+
+/// Waits for `listen` to exit, killing it after 10 s; its output.
+fn finish(mut child: std::process::Child) -> Output {
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
@@ -916,27 +924,20 @@ fn listen_carries_on_across_a_stop_and_continue() {
         tick: Duration::from_millis(30),
         ..common::quiet()
     });
-    let mut child = listen()
-        .args([&format!("http://{addr}/events"), "--idle-timeout", "5"])
-        .args(["--max-events", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start listen");
+    let url = format!("http://{addr}/events");
+    let mut child = spawn_listen(&[&url, "--idle-timeout", "5", "--max-events", "8"]);
     let mut stdout = child.stdout.take().expect("its stdout");
+    let (first, printed) = channel();
+    thread::spawn(move || {
+        let _ = first.send(stdout.read_exact(&mut [0; 1]).is_ok());
+        // Read on to the end: a closed pipe would stop `listen` by itself.
+        let _ = stdout.read_to_end(&mut Vec::new());
+    });
     // Its first event is out: it is reading the stream, with a timeout. Ctrl-Z, then fg.
-    let mut first = [0; 1];
-    stdout.read_exact(&mut first).expect("a first event");
+    let printed = printed.recv_timeout(Duration::from_secs(5));
+    assert_eq!(printed, Ok(true), "a first event");
     common::process::stop_and_continue(child.id(), Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("its output");
+    let output = finish(child);
     assert_eq!(output.status.code(), Some(0));
     // One connection, no reconnect: the read that failed with EINTR was done again.
     assert_eq!(
