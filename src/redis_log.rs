@@ -285,8 +285,7 @@ impl RedisLog {
             // Redis restarted without persistence (or trimmed it while we were away): our
             // clients get the `gap` notice, then everything the stream holds now.
             Some(id) => {
-                let kept = id == START
-                    || !range_of(&mut redis, &id.to_string(), &id.to_string(), "1")?.is_empty();
+                let kept = id == START || holds(&mut redis, &id.to_string())?;
                 if !kept {
                     let oldest = first_event(&range(&mut redis, "-")?);
                     clients.restart_log(gap_notice(Some(id), oldest), true);
@@ -316,13 +315,14 @@ impl RedisLog {
                 "XREAD", "COUNT", "1000", "BLOCK", &block, "STREAMS", STREAM, &from,
             ];
             // `Nil`: nothing came within the block time; ask again. Otherwise one stream's entries.
+            let odd_shape = || invalid(String::from("XREAD answered an odd shape"));
             let reply = match redis.command(&args)? {
                 Reply::Nil => None,
                 Reply::Array(mut streams) if streams.len() == 1 => match streams.pop() {
                     Some(Reply::Array(mut stream)) if stream.len() == 2 => stream.pop(),
-                    _ => return Err(invalid(String::from("XREAD answered an odd shape"))),
+                    _ => return Err(odd_shape()),
                 },
-                _ => return Err(invalid(String::from("XREAD answered an odd shape"))),
+                _ => return Err(odd_shape()),
             };
             let entries = match reply {
                 Some(reply) => entries(reply)?,
@@ -341,7 +341,7 @@ impl RedisLog {
             let told = std::mem::take(&mut gap_told);
             let trimmed_unread = entries.len() >= MAXLEN
                 && !told
-                && (*last == Some(START) || range_of(&mut redis, &from, &from, "1")?.is_empty());
+                && (*last == Some(START) || !holds(&mut redis, &from)?);
             if trimmed_unread {
                 let oldest = first_event(&entries);
                 clients.restart_log(gap_notice(last.filter(|id| *id != START), oldest), false);
@@ -394,6 +394,11 @@ fn first_event(entries: &[Entry]) -> Option<EventId> {
 /// all of it.
 fn range(redis: &mut Connection, start: &str) -> io::Result<Vec<Entry>> {
     range_of(redis, start, "+", &(MAXLEN + 1).to_string())
+}
+
+/// Whether the stream still holds the entry `id`: `XRANGE sse:events <id> <id> COUNT 1`.
+fn holds(redis: &mut Connection, id: &str) -> io::Result<bool> {
+    Ok(!range_of(redis, id, id, "1")?.is_empty())
 }
 
 fn range_of(redis: &mut Connection, start: &str, end: &str, count: &str) -> io::Result<Vec<Entry>> {

@@ -1,9 +1,8 @@
 //! The `sse-server` binary itself: configuration from the environment, and what it prints.
 
 mod common;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
 fn server() -> Command {
@@ -29,47 +28,9 @@ fn invalid_variable_exits_2_naming_it() {
     }
 }
 
-/// Sends each line a reader yields into a channel, so the test can wait on it with a timeout.
-fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (send, receive) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    receive
-}
-
-/// Starts the server (`command` runs it with PORT=0 and TICK_MS=50 unless it sets its own);
-/// returns it, its address, and its log lines.
-fn launch(mut command: Command) -> (Child, std::net::SocketAddr, mpsc::Receiver<String>) {
-    for (name, value) in [("TICK_MS", "50"), ("PORT", "0")] {
-        if !command.get_envs().any(|(set, _)| set == name) {
-            command.env(name, value);
-        }
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let first = stdout
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a first line");
-    let addr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("{first}"));
-    assert!(addr.starts_with("127.0.0.1:"), "{first}");
-    (child, addr.parse().unwrap(), stderr)
-}
-
 #[test]
 fn prints_where_it_listens_and_narrates_a_client() {
-    let (mut child, addr, stderr) = launch(server());
+    let (mut child, addr, stderr) = common::process::launch(server());
 
     let mut stream = common::EventStream::open(addr, "Last-Event-ID: 1-0\r\n");
     stream.next();
@@ -100,7 +61,7 @@ fn prints_where_it_listens_and_narrates_a_client() {
 #[test]
 fn an_id_from_before_a_restart_gets_a_gap_not_a_silent_skip() {
     // The first run: a browser sees a few ticks, then the server stops.
-    let (mut first, addr, _stderr) = launch(server());
+    let (mut first, addr, _stderr) = common::process::launch(server());
     let mut stream = common::EventStream::open(addr, "");
     let seen = (0..3).map(|_| stream.next_of("message")).last().unwrap();
     let _ = first.kill();
@@ -110,7 +71,7 @@ fn an_id_from_before_a_restart_gets_a_gap_not_a_silent_skip() {
     // The server starts again on the same port, and the browser comes back with its last id.
     let mut command = server();
     command.env("PORT", addr.port().to_string());
-    let (mut second, again, _stderr) = launch(command);
+    let (mut second, again, _stderr) = common::process::launch(command);
     assert_eq!(again, addr);
     let mut stream =
         common::EventStream::open(addr, &format!("Last-Event-ID: {}\r\n", seen.last_event_id));
@@ -137,7 +98,7 @@ fn retry_and_heartbeat_come_from_the_environment() {
         .env("TICK_MS", "3600000")
         .env("RETRY_MS", "1234")
         .env("HEARTBEAT_MS", "50");
-    let (mut child, addr, _stderr) = launch(command);
+    let (mut child, addr, _stderr) = common::process::launch(command);
     let mut stream = common::EventStream::open(addr, "");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while stream.body.len() < 13 || stream.parser.comments == 0 {
@@ -157,7 +118,7 @@ fn public_dir_serves_the_page_from_elsewhere() {
     std::fs::write(dir.join("index.html"), "<p>moved</p>").unwrap();
     let mut command = server();
     command.env("PUBLIC_DIR", &dir);
-    let (mut child, addr, _stderr) = launch(command);
+    let (mut child, addr, _stderr) = common::process::launch(command);
     let page = common::raw_text(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
     let _ = child.kill();
     let _ = child.wait();
@@ -168,7 +129,7 @@ fn public_dir_serves_the_page_from_elsewhere() {
 
 #[test]
 fn lab_answers_are_narrated() {
-    let (mut child, addr, stderr) = launch(server());
+    let (mut child, addr, stderr) = common::process::launch(server());
     let request = format!("GET /events?status=204 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let response = common::raw_text(addr, &request);
     assert!(
@@ -194,7 +155,7 @@ fn each_drop_line_gives_the_count_as_it_was_then() {
     // No ticks: the only writes are the publishes below.
     let mut command = server();
     command.env("TICK_MS", "3600000");
-    let (mut child, addr, stderr) = launch(command);
+    let (mut child, addr, stderr) = common::process::launch(command);
     let mut streams: Vec<_> = (0..2)
         .map(|_| common::EventStream::open(addr, ""))
         .collect();
@@ -232,7 +193,7 @@ fn accepting_survives_running_out_of_file_descriptors() {
         .arg("-c")
         .arg(r#"ulimit -n 48 && exec "$0""#)
         .arg(env!("CARGO_BIN_EXE_sse-server"));
-    let (mut child, addr, stderr) = launch(limited);
+    let (mut child, addr, stderr) = common::process::launch(limited);
 
     let streams: Vec<std::net::TcpStream> = (0..80)
         .map(|_| {
@@ -327,7 +288,7 @@ fn minimal() -> Command {
 
 #[test]
 fn the_minimal_example_streams_an_event_at_once() {
-    let (mut child, addr, _stderr) = launch(minimal());
+    let (mut child, addr, _stderr) = common::process::launch(minimal());
     let mut stream = common::connect(addr);
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -343,7 +304,7 @@ fn the_minimal_example_streams_an_event_at_once() {
 
 #[test]
 fn a_request_read_across_a_stop_and_continue_is_answered() {
-    let (child, addr, _stderr) = launch(server());
+    let (child, addr, _stderr) = common::process::launch(server());
     let child = common::process::KilledOnDrop(child);
     // A publish whose head and body arrive in parts, with the server stopped in between: each
     // read has a timeout, so it fails with EINTR after the continue, and is done again.

@@ -5,12 +5,10 @@ mod common;
 use common::redis::Redis;
 use common::{EventStream, publish, status};
 use sse_server::Config;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -367,8 +365,7 @@ fn entries_written_by_another_program_are_skipped_not_sent() {
     };
     let a = server(&redis);
     let mut on_a = open_live(a, "");
-    let mut other = sse_server::resp::Connection::open(&redis.addr(), Duration::from_secs(5))
-        .expect("a connection to redis-server");
+    let mut other = redis.connect();
     // Over the 1 MiB a server keeps of one value: read past, not held, and no stall.
     let huge = "h".repeat(sse_server::resp::MAX_BULK + 1);
     for fields in [
@@ -406,42 +403,17 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
         return;
     };
     // The real binary, so that the whole process can be stopped, reader and all.
-    let child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
-        .env("REDIS_URL", format!("redis://{}", redis.addr()))
-        .env("PORT", "0")
-        .env("TICK_MS", "3600000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sse-server");
-    let mut child = common::process::KilledOnDrop(child);
-    let stdout = child.0.stdout.take().expect("its stdout");
-    let stderr = child.0.stderr.take().expect("its stderr");
-    let log = thread::spawn(move || {
-        let lines = BufReader::new(stderr).lines().map_while(Result::ok);
-        lines.collect::<Vec<String>>()
-    });
-    let (send, first_line) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = send.send(line);
-    });
-    let line = first_line
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a first line");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-server"));
+    command.env("REDIS_URL", format!("redis://{}", redis.addr()));
+    command.env("TICK_MS", "3600000");
+    let (child, addr, log) = common::process::launch(command);
+    let child = common::process::KilledOnDrop(child);
     let mut stream = open_live(addr, "");
 
     // Stopped while 150 are published: the stream keeps the last 101, e49 to e149.
     let pid = child.0.id();
     common::process::signal(pid, "-STOP");
-    let mut other = sse_server::resp::Connection::open(&redis.addr(), Duration::from_secs(5))
-        .expect("a connection to redis-server");
+    let mut other = redis.connect();
     let mut ids = Vec::new();
     for i in 0..150 {
         let args = [
@@ -482,7 +454,8 @@ fn a_reader_that_fell_behind_the_trimming_sends_the_gap() {
     // Stopped and continued, its reader never lost Redis (a read with a timeout fails with EINTR
     // after SIGCONT, and is only to be done again).
     drop(child);
-    let log = log.join().expect("the log");
+    let log: Vec<String> =
+        std::iter::from_fn(|| log.recv_timeout(Duration::from_secs(5)).ok()).collect();
     assert!(
         log.iter()
             .any(|l| l.contains("fell more than 100 entries behind")),

@@ -1,9 +1,51 @@
-//! Processes a test starts: killed when the test ends, passed or failed, and stopped and
+//! Processes a test starts: the server binary, launched until it says where it listens; killed
+//! when the test ends, passed or failed; and stopped and
 //! continued the way Ctrl-Z and then fg do it in a terminal.
 
-use std::process::{Child, Command};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Sends each line a reader yields into a channel, so the test can wait on it with a timeout.
+pub fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receive
+}
+
+/// Starts the server (`command` runs it with PORT=0 and TICK_MS=50 unless it sets its own);
+/// returns it, its address, and its log lines.
+pub fn launch(mut command: Command) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    for (name, value) in [("TICK_MS", "50"), ("PORT", "0")] {
+        if !command.get_envs().any(|(set, _)| set == name) {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let first = stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a first line");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(addr.starts_with("127.0.0.1:"), "{first}");
+    (child, addr.parse().unwrap(), stderr)
+}
 
 /// A child process that is killed when the test ends, passed or failed.
 pub struct KilledOnDrop(pub Child);

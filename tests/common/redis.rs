@@ -55,6 +55,12 @@ impl Redis {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A connection of the test's own, as another program writing to the stream would have.
+    pub fn connect(&self) -> Connection {
+        Connection::open(&self.addr(), Duration::from_secs(5))
+            .expect("a connection to redis-server")
+    }
+
     /// Kills it (SIGKILL: no goodbye to its clients beyond the kernel closing the sockets).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
